@@ -56,7 +56,7 @@ def convkv_compress(x, weight, *, group=5, mode="token", frame_len=None, out=Non
 
 
 @_backend.register_fake("liveact::convkv_compress_fwd")
-def _convkv_compress_fake(x, weight, group, mode, frame_len, out):
+def _convkv_compress_fake(x, weight, group, merge, frame_len, out):
     return None
 
 
@@ -144,5 +144,5 @@ def convkv_cache_update(cache_k, cache_v, new_k, new_v, weight_k, weight_v=None,
 
 @_backend.register_fake("liveact::convkv_cache_update_fwd")
 def _convkv_cache_update_fake(cache_k, cache_v, new_k, new_v, weight_k, weight_v, k_scale, v_scale, frame_len, group,
-                              mode, sinks, compressed, recent, block):
+                              merge, sinks, compressed, recent, block):
     return None
