@@ -116,7 +116,9 @@ void compress_slot(const CacheRows<TC>& cr, const float* wt, const ConvKVSlots& 
   const int64_t C = cr.H * cr.Dh, n = t1 - t0;
   if (n <= 0) return;
   const int64_t src0 = int64_t(sl.compressed_src(c)) * fl, dst0 = int64_t(sl.compressed_dst(c)) * fl;
-  at::parallel_for(0, B * n, row_grain(C * sl.group * int64_t(sizeof(TC))), [&](int64_t r0, int64_t r1) {
+  // >= 64 rows per task: the small first batches of phase A then run inline instead of waking the pool
+  at::parallel_for(0, B * n, std::max<int64_t>(64, row_grain(C * sl.group * int64_t(sizeof(TC)))),
+                   [&](int64_t r0, int64_t r1) {
     std::vector<float> acc(C);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / n, t = t0 + r % n;
@@ -144,7 +146,7 @@ void compress_slot(const CacheRows<TC>& cr, const float* wt, const ConvKVSlots& 
 template <typename TC, typename TN>
 void write_new(const CacheRows<TC>& cr, const TN* src, int64_t rows, int64_t dst0, int64_t B) {
   const int64_t C = cr.H * cr.Dh;
-  at::parallel_for(0, B * rows, row_grain(C * int64_t(sizeof(TN))), [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, B * rows, std::max<int64_t>(64, row_grain(C * int64_t(sizeof(TN)))), [&](int64_t r0, int64_t r1) {
     std::vector<float> v(C);
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / rows, t = r % rows;
