@@ -157,9 +157,9 @@ def test_fp8_cache_error_budget_100_blocks():
     bf = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.bfloat16), num_blocks=100, steps=1)
     f8 = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float8_e4m3fn), num_blocks=100, steps=1)
     rel = torch.tensor([((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in zip(f8, bf)])
-    # budget: e4m3 has a 2^-4 relative step, so per-element K/V error <= 3.1 %; through softmax-weighted sums
-    # the output error measured here is ~1-2 % (max over 100 blocks); 5 % leaves margin but catches drift
-    assert rel.max() < 0.05, f"FP8 cache relative error {rel.max():.4f} over budget 0.05"
+    # budget 2 %: measured 0.55 % max over 100 blocks (bf16 model vs the same with an fp32 model: 0.78 %),
+    # e4m3's 2^-4 relative step bounds a single K/V element's error at 3.1 %
+    assert rel.max() < 0.02, f"FP8 cache relative error {rel.max():.4f} over budget 0.02"
     # no growing drift: the last 20 blocks are no worse than the first 20 (recursive slot re-quantisation)
     assert rel[-20:].mean() < 1.5 * rel[2:22].mean() + 1e-3, (rel[2:22].mean(), rel[-20:].mean())
 
