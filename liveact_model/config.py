@@ -46,7 +46,7 @@ class LiveActConfig:
     timesteps: tuple = (1000.0, 937.5, 833.3333333333334, 0.0)
     audio_skip_steps: tuple = (0,)   # steps whose forward skips the audio branch (official HEAD: step 0)
     model_type: str = "i2v"
-    extra: dict = field(default_factory=dict)  # unknown config.json keys, kept for round-trips
+    extra: dict = field(default_factory=dict, compare=False)  # unknown config.json keys, kept for round-trips
 
     def __post_init__(self):
         self.patch_size = tuple(int(p) for p in self.patch_size)
