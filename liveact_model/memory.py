@@ -6,7 +6,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from . import _ops as ops
+import liveact_kernels as ops
 from .config import LiveActConfig, get_config
 
 FP8 = torch.float8_e4m3fn

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _ops as ops
+import liveact_kernels as ops
 from .config import LiveActConfig, get_config
 
 

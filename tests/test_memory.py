@@ -76,7 +76,7 @@ def test_read_returns_raw_keys():
     # keys are stored rotated; read() must give back the raw K the official cache would hold
     cfg = tiny()
     mem = ConvKVMemory(cfg, steps=(0,), num_layers=1, dtype=torch.float32)
-    from liveact_model import _ops
+    import liveact_kernels as _ops
     k = torch.randn(1, 6 * 16, cfg.num_heads, cfg.head_dim)
     kr = _ops.rope3d(k, grid=(6, 4, 4), frame_positions=torch.arange(6), split=cfg.rope_split, backend="torch")
     w = torch.randn(cfg.dim, 1, 5)
