@@ -125,7 +125,7 @@ def _f(x: float, unit: str = "FLOP") -> str:
 
 
 def format_table(res: dict) -> str:
-        lines = [
+    lines = [
         f"LiveAct FLOPs ({res['config']}, {res['size']}, {res['frame_tokens']} tokens/latent frame, "
         f"audio_cfg={res['audio_cfg']}) - counted with torch.utils.flop_counter on the meta device",
         f"  parameters                    {_f(res['params'], '')}",
