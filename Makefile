@@ -1,0 +1,46 @@
+# Set-up and checks. `make test` and `make demo` each do the whole set-up on a fresh machine (virtualenv,
+# pinned dependencies, compiling the extension) and are idempotent: a second run rebuilds nothing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-stamp
+BUILD_STAMP := $(VENV)/.build-stamp
+KERNEL_SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py pyproject.toml
+
+.PHONY: venv build test test-python test-triton test-cpu-only-build demo bench bench-table soak clean
+
+venv: $(DEPS_STAMP)
+$(DEPS_STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# Editable install: compiles liveact_kernels._C (CPU kernels, plus CUDA kernels when torch and nvcc allow).
+build: $(BUILD_STAMP)
+$(BUILD_STAMP): $(DEPS_STAMP) $(KERNEL_SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	$(PY) -c "import liveact_kernels as lk; print('liveact build:', lk.build_info())"
+	touch $@
+
+test: build test-python test-triton test-cpu-only-build
+
+test-python: build
+	$(PY) -m pytest -q tests
+
+# Triton kernels' numerics on the CPU through the interpreter, and their sm_80/89/90 AOT compilation.
+test-triton: build
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton tests
+
+# The CPU-only build path (no CUDA kernels) builds and works.
+test-cpu-only-build: build
+	LIVEACT_SKIP_CUDA_BUILD=1 $(PY) tests/check_cpu_only_build.py
+
+demo: build
+	$(PY) -m liveact_kernels.showcase
+
+bench: build
+	$(PY) -m pytest -q bench/ --benchmark-json=bench/results/latest.json
+	$(PY) bench/make_table.py bench/results/latest.json bench/README.md
+
+clean:
+	rm -rf build $(VENV) *.egg-info liveact_kernels/_C*.so
