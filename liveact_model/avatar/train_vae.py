@@ -15,11 +15,12 @@ from .vae import TinyVideoVAE
 
 def train_vae(steps: int = 600, minutes: float | None = None, batch: int = 4, frames: int = 13, lr: float = 2e-3,
               n_clips: int = 96, clip_frames: int = 125, seed: int = 0, out: str | None = None,
-              pool: ClipPool | None = None, progress: bool = True) -> tuple[TinyVideoVAE, dict]:
+              pool: ClipPool | None = None, progress: bool = True,
+              init: str | None = None) -> tuple[TinyVideoVAE, dict]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     pool = pool or ClipPool(n_clips, clip_frames, "train", progress=progress)
-    vae = TinyVideoVAE()
+    vae = TinyVideoVAE.load(init).train() if init else TinyVideoVAE()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     t0 = time.time()
     bar = tqdm(range(steps), desc="vae", disable=not progress)
@@ -65,10 +66,16 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--clips", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="assets/avatar_vae.safetensors")
+    p.add_argument("--init", default=None, help="continue from these VAE weights")
+    p.add_argument("--frames", type=int, default=13, help="frames per training clip (1 + 4k)")
+    p.add_argument("--lr", type=float, default=2e-3)
     a = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    _, info = train_vae(a.steps, a.minutes, a.batch, n_clips=a.clips, seed=a.seed, out=a.out)
+    # One thread: on the shared 2-core machine two threads wait on each other (measured 10x slower under load).
+    torch.set_num_threads(a.threads)
+    _, info = train_vae(a.steps, a.minutes, a.batch, a.frames, a.lr, n_clips=a.clips, seed=a.seed, out=a.out,
+                        init=a.init)
     print(info)
 
 

@@ -34,7 +34,7 @@ class TinyVideoVAE(nn.Module):
     stands for 4 frames. Latent channels are normalised with stored per-channel mean/std (like the Wan wrapper).
     """
 
-    def __init__(self, z_dim: int = 16, ch: int = 48, lat_ch: int = 128):
+    def __init__(self, z_dim: int = 16, ch: int = 32, lat_ch: int = 96):
         super().__init__()
         self.z_dim, self.ch, self.lat_ch = z_dim, ch, lat_ch
         # Encoder, per frame: space-to-depth 4 -> conv -> stride-2 conv -> residual at H/8.
