@@ -2,6 +2,8 @@
 FP8Linear module and quantize_linears(model) that swaps a model's nn.Linear layers (reference-model.md §8.1)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -64,7 +66,7 @@ def fp8_linear(x, weight_q, weight_scale, bias=None, *, out_dtype=None, backend=
     b = _backend.resolve(op, backend, x.device)
     if b == "torch":
         return reference.fp8_linear_ref(x, weight_q, weight_scale, bias, out_dtype=out_dtype)
-    x2 = x.reshape(-1, K)
+    x2 = x.reshape(math.prod(x.shape[:-1]), K)  # not -1: K may be 0
     xq, xs = quantize_fp8(x2, granularity="token", backend=b)  # (M, K), (M, 1)
     ws = weight_scale.reshape(-1).expand(N).contiguous()
     if b == "cuda" and _use_scaled_mm(xq, weight_q, bias, out_dtype):

@@ -335,7 +335,7 @@ def fp8_linear_ref(x, weight_q, weight_scale, bias=None, *, out_dtype=None):
     with weight_scale () per tensor or (out,) / (out, 1) per channel; fp32 accumulation.
     Returns (..., out_features) in out_dtype (default x.dtype)."""
     K = x.shape[-1]
-    x2 = x.reshape(-1, K)
+    x2 = x.reshape(math.prod(x.shape[:-1]), K)  # not -1: K may be 0
     xq, xs = quantize_fp8_ref(x2, granularity="token")
     ws = weight_scale.float().reshape(-1)
     acc = torch.matmul(xq.float(), weight_q.float().t())
