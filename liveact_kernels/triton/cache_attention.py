@@ -30,12 +30,14 @@ H100 sizing at 720x416 (fl 1170, H 40, Dh 128; Nq 9360 = 8 frames, Nk 16380 = 14
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from .. import reference
-from ._common import pow2
+from ._common import device_cc, pow2
 from .rope3d import _rope_cos_sin
 
 LOG2E = 1.4426950408889634
@@ -49,7 +51,7 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
                        sqb, sqn, sqh, sqd, skb, skn, skh, skd, svb, svn, svh, svd,
                        sksb, sksn, sksh, svsb, svsn, svsh, sob, son, soh, sod,
                        T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,
-                       HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HALF: tl.constexpr,
+                       HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        KV_FP8: tl.constexpr, QK_FP8: tl.constexpr, PV_FP8: tl.constexpr, HAS_LSE: tl.constexpr):
     # q: (B, Nq, Hq, Dh) pre-RoPE; k/v: (B, >=Nk, Hkv, Dh) pre-RoPE cache; ks/vs (B, Nk, Hkv) fp32;
@@ -59,14 +61,16 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
     b = (bh // Hq).to(tl.int64)
     h = bh % Hq
     hk = h // n_rep
+    HALF: tl.constexpr = BLOCK_D // 2
     pr = tl.arange(0, HALF)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < HEAD_DIM
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mmask = offs_m < Nq
-    # ---- queries: load even/odd halves, rotate at their frame positions
-    qp = q_ptr + b * sqb + offs_m[:, None] * sqn + h * sqh + (2 * pr[None, :]) * sqd
-    qm = mmask[:, None] & (pr[None, :] < HEAD_DIM // 2)
-    qe = tl.load(qp, mask=qm, other=0.0).to(tl.float32)
-    qo = tl.load(qp + sqd, mask=qm, other=0.0).to(tl.float32)
+    # ---- queries: one contiguous (16-byte vector) load, split into even/odd channels, rotated at their frames
+    qt = tl.load(q_ptr + b * sqb + offs_m[:, None] * sqn + h * sqh + d[None, :] * sqd,
+                 mask=mmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+    qe, qo = tl.split(tl.reshape(qt, [BLOCK_M, HALF, 2]))
     pq = offs_m % fl
     c, s = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, (offs_m // fl)[:, None],
                          (pq // w)[:, None], (pq % w)[:, None], pr[None, :], T0, T1, T2)
@@ -82,27 +86,22 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
         qb = qro.to(q_ptr.dtype.element_ty)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < HEAD_DIM
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     k_base = k_ptr + b * skb + hk * skh
     v_base = v_ptr + b * svb + hk * svh
     for start_n in range(0, Nk, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         nmask = offs_n < Nk
-        km = nmask[:, None] & (pr[None, :] < HEAD_DIM // 2)
-        kp = k_base + offs_n[:, None] * skn + (2 * pr[None, :]) * skd
-        ke = tl.load(kp, mask=km, other=0.0).to(tl.float32)
-        ko = tl.load(kp + skd, mask=km, other=0.0).to(tl.float32)
+        kt = tl.load(k_base + offs_n[:, None] * skn + d[None, :] * skd, mask=nmask[:, None] & dmask[None, :],
+                     other=0.0).to(tl.float32)
         if KV_FP8:
-            ksc = tl.load(ks_ptr + b * sksb + offs_n * sksn + hk * sksh, mask=nmask, other=0.0)
-            ke = ke * ksc[:, None]
-            ko = ko * ksc[:, None]
+            kt = kt * tl.load(ks_ptr + b * sksb + offs_n * sksn + hk * sksh, mask=nmask, other=0.0)[:, None]
+        ke, ko = tl.split(tl.reshape(kt, [BLOCK_N, HALF, 2]))
         pk = offs_n % fl
-        c, s = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, (Tq + offs_n // fl)[:, None],
-                             (pk // w)[:, None], (pk % w)[:, None], pr[None, :], T0, T1, T2)
-        kre = ke * c - ko * s
-        kro = ke * s + ko * c
+        kc, ksn = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, (Tq + offs_n // fl)[:, None],
+                                (pk // w)[:, None], (pk % w)[:, None], pr[None, :], T0, T1, T2)
+        kre = ke * kc - ko * ksn
+        kro = ke * ksn + ko * kc
         if QK_FP8:
             ks2 = tl.maximum(tl.maximum(tl.max(tl.abs(kre), axis=1), tl.max(tl.abs(kro), axis=1)) / 448.0, 1e-12)
             ka = (kre / ks2[:, None]).to(tl.float8e4nv)
@@ -145,7 +144,10 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
 
 def config(kv_fp8: bool, cc: int = 90) -> dict:
     """Shipped tiles (module docstring has the arithmetic)."""
-    return {"BLOCK_M": 128, "BLOCK_N": 128 if kv_fp8 else 64, "num_warps": 8, "num_stages": 2}
+    if cc >= 90:
+        return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}
+    # Ada / Ampere: 99 / 163 KB of shared memory; the gathered cos/sin tiles make multi-stage pipelining too big
+    return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 1}
 
 
 _TABLES: dict = {}
@@ -232,14 +234,9 @@ def cache_attention(q, k_cache, v_cache, *, grid_hw, q_frame_positions, k_scale=
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError(f"{op}: q, k_cache and v_cache need a unit stride along head_dim")
     dev = q.device
-    if dev.type == "cpu":
-        import os
-        if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-            raise RuntimeError(f"{op}: Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1")
-        cc = 90
-    else:
-        major, minor = torch.cuda.get_device_capability(dev)
-        cc = major * 10 + minor
+    if dev.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        raise RuntimeError(f"{op}: Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1")
+    cc = device_cc(dev)
     use_qk_fp8 = (kv_fp8 if qk_fp8 is None else bool(qk_fp8)) and cc >= 89
     # time rows: [0, Tq) query frames, Tq + s for slot s; kv positions enter through the table rows
     tables = _tables((h, w), qpos, kpos, Dh, theta, sp, dev)
@@ -256,7 +253,7 @@ def cache_attention(q, k_cache, v_cache, *, grid_hw, q_frame_positions, k_scale=
             q, k_cache, v_cache, ks, vs, out, lse_t, *tables, Nq, Nk, Hq, Hq // Hk, fl, w, Tq,
             float(sm_scale if sm_scale is not None else Dh ** -0.5) * LOG2E,
             *q.stride(), *k_cache.stride(), *v_cache.stride(), *ks.stride()[:3], *vs.stride()[:3], *out.stride(),
-            T0=sp[0] // 2, T1=sp[1] // 2, T2=sp[2] // 2, HEAD_DIM=Dh, BLOCK_D=pow2(Dh, 16), HALF=pow2(Dh // 2, 8),
+            T0=sp[0] // 2, T1=sp[1] // 2, T2=sp[2] // 2, HEAD_DIM=Dh, BLOCK_D=pow2(Dh, 16),
             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], KV_FP8=kv_fp8, QK_FP8=use_qk_fp8,
             PV_FP8=bool(pv_fp8 and kv_fp8 and cc >= 89), HAS_LSE=return_lse, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
