@@ -50,7 +50,7 @@ class Spec:
     targets: tuple          # compute capabilities
     flops: float = 0.0      # at `shape`
     bytes: float = 0.0
-    precision: str = "bf16"  # tensor-core peak used by the roofline ("bf16" or "fp8"); memory-bound if flops small
+    precision: str = "bf16"  # tensor-core peak of the roofline: "bf16", "fp8" or "fp8+bf16" (QK fp8, PV bf16)
     launch_index: int = 0   # which captured launch (two-pass kernels launch twice)
 
 
@@ -185,7 +185,10 @@ def instruction_mix(compiled) -> dict:
 def roofline_ms(spec: Spec) -> dict:
     """H100 projection: max(bytes / 3.35 TB/s, flops / dense peak) in ms, and which bound applies."""
     t_mem = spec.bytes / H100_BW
-    t_cmp = spec.flops / H100_PEAK[spec.precision] if spec.flops else 0.0
+    if spec.precision == "fp8+bf16":   # attention with e4m3 Q.K^T and bf16 P.V: half the FLOPs at each peak
+        t_cmp = spec.flops / 2 / H100_PEAK["fp8"] + spec.flops / 2 / H100_PEAK["bf16"]
+    else:
+        t_cmp = spec.flops / H100_PEAK[spec.precision] if spec.flops else 0.0
     return {"mem_ms": t_mem * 1e3, "compute_ms": t_cmp * 1e3, "proj_ms": max(t_mem, t_cmp) * 1e3,
             "bound": "compute" if t_cmp > t_mem else "memory"}
 
@@ -327,13 +330,13 @@ def specs() -> tuple:
              bytes=2 * (2 * NQ + 2 * NK) * D, precision="bf16"),
         Spec("attention[fp8 kv]", "attention", "q bf16 [1, 9360, 40, 128] vs fp8 k/v [1, 16380, 40, 128]",
              _attention("fp8"), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
-             precision="fp8"),
+             precision="fp8+bf16"),
         Spec("attention[fp8 kv, fp8 pv]", "attention", "as attention[fp8 kv], P.V in e4m3",
              _attention("fp8", pv_fp8=True), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
              precision="fp8"),
         Spec("cache_attention[fp8]", "cache_attention", "q bf16 [1, 9360, 40, 128] vs fp8 cache 14 x 1170 tokens",
              _cache_attention("fp8"), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
-             precision="fp8"),
+             precision="fp8+bf16"),
         Spec("cache_attention[fp8, fp8 pv]", "cache_attention", "as cache_attention[fp8], P.V in e4m3",
              _cache_attention("fp8", pv_fp8=True), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
              precision="fp8"),
@@ -342,3 +345,32 @@ def specs() -> tuple:
         Spec("audio_cross_attention", "audio_cross_attention", "q [1, 9360, 40, 128] bf16, 8 frames x 32 audio tokens",
              _audio(), ALL, flops=4.0 * H * DH * 32 * NQ, bytes=2 * 2 * NQ * D + 2 * 2 * 8 * 32 * D),
     )
+
+
+# ------------------------------------------------------------------------ CUDA kernels of liveact_kernels._C
+def arch_names(cuda_archs: str) -> list[str]:
+    """TORCH_CUDA_ARCH_LIST style "8.0;8.9;9.0a" -> ["sm_80", "sm_89", "sm_90a"] (+PTX suffixes dropped)."""
+    out = []
+    for a in re.split(r"[;\s,]+", cuda_archs.strip()):
+        a = a.replace("+PTX", "")
+        if a:
+            out.append("sm_" + a.replace(".", ""))
+    return out
+
+
+def extension_resource_usage(so_path: str) -> list[dict]:
+    """Per (arch, kernel) registers / stack / shared / local of every cubin embedded in the built extension."""
+    out = subprocess.run([tool("cuobjdump"), "--dump-resource-usage", so_path], capture_output=True, text=True)
+    if out.returncode != 0:
+        if "does not contain device code" in (out.stderr + out.stdout):
+            return []
+        raise RuntimeError(f"cuobjdump failed on {so_path}: {out.stderr.strip()}")
+    return parse_resource_usage(out.stdout)
+
+
+def demangle(names: list[str]) -> dict:
+    try:
+        r = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True)
+        return dict(zip(names, r.stdout.splitlines()))
+    except (OSError, subprocess.CalledProcessError):
+        return {n: n for n in names}
