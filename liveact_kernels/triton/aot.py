@@ -326,7 +326,7 @@ def specs() -> tuple:
         Spec("attention[bf16]", "attention", "q [1, 9360, 40, 128] vs k/v [1, 16380, 40, 128] bf16",
              _attention("bf16"), ALL, flops=attn_flops, bytes=2 * (2 * NQ + 2 * NK) * D, precision="bf16"),
         Spec("attention[bf16,causal]", "attention", "q [1, 9360, 40, 128] vs k/v [1, 16380, 40, 128] bf16",
-             _attention("bf16", causal=True), ALL, flops=2.0 * H * (2 * NK - NQ) * NQ * 2 * DH / 2,
+             _attention("bf16", causal=True), ALL, flops=1.0 * H * (2 * NK - NQ) * NQ * 2 * DH,
              bytes=2 * (2 * NQ + 2 * NK) * D, precision="bf16"),
         Spec("attention[fp8 kv]", "attention", "q bf16 [1, 9360, 40, 128] vs fp8 k/v [1, 16380, 40, 128]",
              _attention("fp8"), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
