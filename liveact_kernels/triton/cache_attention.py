@@ -9,24 +9,27 @@ and sits at grid row (n % fl) // w, column n % w; slot s has temporal position k
 written: each K tile is dequantised, rotated and (FP8 path) re-quantised per key row in registers.
 Non-causal over the window (the block is bidirectional).
 
-Numerics. RoPE rotates channel pairs (2i, 2i+1), so the kernel loads even and odd channels as two
-[rows, Dh/2] halves and splits the dot: S = Q_even . K_even^T + Q_odd . K_odd^T (no interleaving in
-registers). FP8 path (QK_FP8): after RoPE each query row and each key row is quantised to e4m3 with its own
-scale (amax/448), S = qs_i * ks_j * (e4m3 dots): per-token scales are at least as fine as SageAttention's
-per-block ones. P.V as in attention.py: V's per-key scales fold into P; P.V in bf16 (default) or e4m3 (PV_FP8).
+Numerics. RoPE rotates channel pairs (2i, 2i+1): each Q or K tile is loaded contiguously (16-byte vectors),
+split into even/odd channel halves in registers (reshape + split), rotated in fp32, and the dot is split:
+S = Q_even . K_even^T + Q_odd . K_odd^T. FP8 path (QK_FP8): after RoPE each query row and each key row is
+quantised to e4m3 with its own scale (amax/448), S = qs_i * ks_j * (e4m3 dots): per-token scales are at least
+as fine as SageAttention's per-block ones. P.V as in attention.py: V's per-key scales fold into P; P.V in bf16
+(default) or e4m3 (PV_FP8). K smoothing (SageAttention's mean subtraction) is not implemented: it needs a
+pre-pass over the roped keys, and on the i.i.d. test data it cannot change the error.
 
 H100 sizing at 720x416 (fl 1170, H 40, Dh 128; Nq 9360 = 8 frames, Nk 16380 = 14 slots):
   tensor work 4*H*Dh*Nq*Nk = 3.14e12 FLOP: QK half in fp8 (1979 TFLOP/s) 0.79 ms + PV half in bf16 (989)
-  1.59 ms = 2.38 ms, or 1.59 ms with PV_FP8 (projections).
-  Per K tile (128 keys) and query tile (128 rows) the kernel also rotates and re-quantises 128x128 K values
-  (~15 CUDA-core ops each: 0.25 MOP) next to the softmax's 128x128 exp2 + rescale (~0.15 MOP) and the
-  tile's 4.2 MFLOP of dots. The extra K work is amortised over BLOCK_M query rows: BLOCK_M 128 keeps it
-  about as large as the softmax itself, which FlashAttention-3 already overlaps with the tensor cores; a
-  GPU measurement (bench/test_triton_gpu.py) decides how close this gets to the 60%-of-FP8-peak goal.
-  Tiles BLOCK_M 128 x BLOCK_N 128, 8 warps, 2 stages: shared memory K 16 KB + V 16 KB per stage (fp8) plus
-  the fp32->fp8 staging of the rotated K (2 x 8 KB) < 100 KB (fits sm_89 too); registers: S 128x128 fp32
-  + acc 128x128 fp32 over 256 threads = 128 per thread (zero spills checked by tests/test_triton_compile.py).
-  Grid: ceil(9360/128) x 40 = 2960 CTAs, 22.4 waves over 132 SMs.
+  1.59 ms = 2.38 ms, or 1.59 ms with PV_FP8 (projections; HBM traffic 0.36 GB = 0.11 ms, compute-bound).
+  Per K tile (64 keys) and query tile (128 rows) the kernel also gathers cos/sin, rotates and re-quantises
+  64x128 K values (~15 CUDA-core ops each, ~0.12 MOP) next to the softmax's 128x64 exp2 + rescale (~0.08 MOP)
+  and the tile's 2.1 MFLOP of dots: the K work is amortised over BLOCK_M query rows and is of the order of the
+  softmax, which is what limits FlashAttention-3-style kernels on H100. Reaching the 60%-of-FP8-peak goal is
+  therefore not established here; bench/test_triton_gpu.py measures it on a GPU.
+  sm_90: BLOCK_M 128 x BLOCK_N 64, 8 warps (2 warp groups, wgmma m64), 2 stages: 245 registers, 149 KB of
+  shared memory (< 227 KB; the gathered cos/sin and K staging tiles dominate), no spills. Grid
+  ceil(9360/128) x 40 = 2960 CTAs, 1 per SM -> 22.4 waves. sm_89 / sm_80 (99 / 163 KB): BLOCK_M 64 x
+  BLOCK_N 32, 8 warps, 1 stage (16-29 KB, 187-209 registers, no spills); the numbers are in
+  docs/gpu-compile-report.md, regenerated from the compiled kernels.
 """
 from __future__ import annotations
 
