@@ -28,10 +28,9 @@ def _ptxas_version():
         return "unknown"
 
 
-def _tile(launch):
-    keys = [k for k in launch.args if k.startswith("BLOCK") or k in ("ROWS", "GROUP_M", "NA")]
-    t = " ".join(f"{k.replace('BLOCK_', 'B')}={launch.args[k]}" for k in keys)
-    return f"{t} w={launch.options.get('num_warps', 4)} s={launch.options.get('num_stages', 3)}"
+def _tile(r):
+    t = " ".join(f"{k.replace('BLOCK_', 'B')}={v}" for k, v in r["tiles"].items())
+    return f"{t} w={r['options'].get('num_warps', 4)} s={r['options'].get('num_stages', 3)}"
 
 
 def triton_section(lines):
@@ -44,12 +43,12 @@ def triton_section(lines):
               "| kernel | target | tiles | regs | smem (B) | spills (B) | wgmma (e4m3) | mma.sync (e4m3) | "
               "ld.global.v4 | cp.async | cvt e4m3 |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
+    sweep = aot.collect_any()
     for spec in aot.specs():
         for cc in spec.targets:
-            ck = aot.compile_spec(spec, cc)
-            ru, mix = aot.resource_usage(ck), aot.instruction_mix(ck)
-            launch = aot.capture(spec, cc)
-            lines.append(f"| {spec.name} | {mix['target']} | {_tile(launch)} | {ru['regs']} | "
+            ru = sweep[f"{spec.name}@{cc}"]
+            mix = ru["mix"]
+            lines.append(f"| {spec.name} | {mix['target']} | {_tile(ru)} | {ru['regs']} | "
                          f"{ru['dyn_shared'] + ru['shared']} | {ru['spill_bytes']} | {mix['wgmma']} ({mix['wgmma_e4m3']})"
                          f" | {mix['mma']} ({mix['mma_e4m3']}) | {mix['ld.global.v4']} | {mix['cp.async']} | "
                          f"{mix['cvt.e4m3']} |")

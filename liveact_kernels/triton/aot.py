@@ -374,3 +374,51 @@ def demangle(names: list[str]) -> dict:
         return dict(zip(names, r.stdout.splitlines()))
     except (OSError, subprocess.CalledProcessError):
         return {n: n for n in names}
+
+
+# ------------------------------------------------------------------------------ whole-sweep, as JSON
+def collect() -> dict:
+    """Compiles every spec for every target; returns {"<name>@<cc>": {regs, stack, shared, local, dyn_shared,
+    spill_bytes, mix, wgmma_e4m3_lines}}. Must run without TRITON_INTERPRET (real JITFunctions)."""
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise RuntimeError("aot.collect() compiles real kernels: run it without TRITON_INTERPRET=1 "
+                           "(collect_in_subprocess() does that)")
+    res = {}
+    for spec in specs():
+        for cc in spec.targets:
+            ck = compile_spec(spec, cc)
+            r = resource_usage(ck)
+            launch = capture(spec, cc)
+            r["mix"] = instruction_mix(ck)
+            r["wgmma_e4m3_lines"] = sum("wgmma.mma_async" in ln and ".e4m3.e4m3" in ln
+                                        for ln in ck.asm["ptx"].splitlines())
+            r["options"] = dict(launch.options)
+            r["tiles"] = {k: v for k, v in launch.args.items()
+                          if isinstance(v, int) and (k.startswith("BLOCK") or k in ("ROWS", "GROUP_M", "NA"))}
+            res[f"{spec.name}@{cc}"] = r
+    return res
+
+
+def collect_in_subprocess() -> dict:
+    """collect() in a child interpreter without TRITON_INTERPRET (the parent may run the interpreter tests)."""
+    import json
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    p = subprocess.run([sys.executable, "-m", "liveact_kernels.triton.aot"], capture_output=True, text=True,
+                       env=env, cwd=root)
+    if p.returncode != 0:
+        raise RuntimeError(f"AOT compile sweep failed:\n{p.stderr[-4000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def collect_any() -> dict:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return collect_in_subprocess()
+    return collect()
+
+
+if __name__ == "__main__":
+    import json
+    print(json.dumps(collect()))
