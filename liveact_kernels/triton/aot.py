@@ -234,6 +234,15 @@ def _convkv(mode):
                                               _e(1, FL, H, DH))
 
 
+def _cache_update(kind):
+    from .convkv import convkv_cache_update
+    cd = FP8 if kind == "fp8" else BF16
+    sc = (lambda: _e(1, NK, H, 1, dtype=FP32)) if kind == "fp8" else (lambda: None)
+    return lambda: convkv_cache_update(_e(1, NK, H, DH, dtype=cd), _e(1, NK, H, DH, dtype=cd), _e(1, NQ, H, DH),
+                                       _e(1, NQ, H, DH), _e(D, 1, 5, dtype=FP32), frame_len=FL, k_scale=sc(),
+                                       v_scale=sc(), block=2)
+
+
 def _dwconv():
     from .causal_dwconv1d import causal_dwconv1d_fwd_triton
     return lambda: causal_dwconv1d_fwd_triton(_e(1, D, 4096), _e(D, 4, dtype=FP32), _e(D, dtype=FP32),
@@ -309,6 +318,12 @@ def specs() -> tuple:
              _convkv("token"), ALL, flops=10 * FL * D, bytes=12 * FL * D),
         Spec("convkv_compress[frame]", "convkv_compress", "x [1, 5850, 40, 128] bf16 -> 1170 tokens",
              _convkv("frame"), ALL, flops=10 * FL * D, bytes=12 * FL * D),
+        Spec("convkv_cache_update[fp8]", "convkv_cache_update", "K+V fp8 caches [1, 16380, 40, 128], block >= 2",
+             _cache_update("fp8"), FP8_TARGETS, flops=2 * 2 * 10 * FL * D,
+             bytes=2 * (12 * FL * D * 1 + 12 * FL * D * 1 + 8 * FL * D * 2)),
+        Spec("convkv_cache_update[bf16]", "convkv_cache_update", "K+V bf16 caches [1, 16380, 40, 128], block >= 2",
+             _cache_update("bf16"), ALL, flops=2 * 2 * 10 * FL * D,
+             bytes=2 * (12 * FL * D * 2 + 12 * FL * D * 2 + 8 * FL * D * 2)),
         Spec("causal_dwconv1d", "causal_dwconv1d", "x [1, 5120, 4096] bf16, W 4, SiLU", _dwconv(), ALL,
              flops=12 * D * 4096, bytes=4 * D * 4096),
         Spec("causal_dwconv1d_update", "causal_dwconv1d_update", "x [1, 5120, 1], state 3, W 4", _dwconv_update(),
@@ -394,7 +409,7 @@ def collect() -> dict:
                                         for ln in ck.asm["ptx"].splitlines())
             r["options"] = dict(launch.options)
             r["tiles"] = {k: v for k, v in launch.args.items()
-                          if isinstance(v, int) and (k.startswith("BLOCK") or k in ("ROWS", "GROUP_M", "NA"))}
+                          if isinstance(v, int) and (k.startswith("BLOCK") or k in ("ROWS", "GROUP_M", "NA", "BT"))}
             res[f"{spec.name}@{cc}"] = r
     return res
 
