@@ -169,9 +169,10 @@ def convkv_cache_update(cache_k, cache_v, new_k, new_v, weight_k, weight_v=None,
     k_scale / v_scale (batch, S*frame_len, heads, 1) fp32; new_k, new_v: (batch, frames*frame_len, heads,
     head_dim); weight_k / weight_v: (heads*head_dim, 1, group) (weight_v None: weight_k, as the official code).
     Programs: one per (batch, head, K|V), each streaming its head's slots in increasing token order (the
-    in-place compression is safe only in that order, see _cache_update_one). H100: 80 programs at
-    B 1, H 40; 144 MB per layer-step at fp8 (reads + writes of 12 slots) -> 0.043 ms at 3.35 TB/s
-    (projection), which 80 SMs can stream only if each sustains ~40 GB/s; a GPU measurement decides.
+    in-place compression is safe only in that order, see _cache_update_one). H100 at 720x416, K and V
+    together, fp8 caches: read 24 slots (1 B) + 16 new bf16 frames (2 B), write 24 slots: 479 MB per layer and
+    step -> 0.143 ms at 3.35 TB/s (projection); only 80 programs (B 1 x 40 heads x K|V), so each must sustain
+    ~42 GB/s from its SM to reach that: a GPU measurement decides.
     Tiles: 32 tokens x Dh per step, 8 warps (16 values per thread; 64-token tiles spilled on sm_80/89/90).
     Returns (cache_k, cache_v).
     """
