@@ -364,3 +364,11 @@ def test_convkv_cache_update(fp8, mode, block):
             if a is not None:
                 assert torch.equal(a.view(torch.uint8) if fp8 and a.dtype != torch.float32 else a,
                                    b.view(torch.uint8) if fp8 and b.dtype != torch.float32 else b)
+
+
+def test_every_op_has_a_triton_backend():
+    """The dispatcher finds a Triton launcher for every public op (what backend="triton" resolves to)."""
+    from liveact_kernels import _backend
+    missing = [op for op in lk.OPS if _backend.triton_launcher(op) is None]
+    assert not missing, f"ops without a Triton launcher: {missing}"
+    assert all("triton" in lk.available_backends(op, DEV) for op in lk.OPS)
