@@ -40,3 +40,17 @@ def out_rows(out: torch.Tensor):
         return out.view(-1, D), False
     except RuntimeError:
         return torch.empty((out.numel() // max(D, 1), D), dtype=out.dtype, device=out.device), True
+
+
+# Compute capability the launchers size their tiles for. None: the device's own (CUDA), or 90 for CPU tensors
+# under the interpreter and for meta tensors (the AOT capture in aot.py sets it per target).
+CC_OVERRIDE: int | None = None
+
+
+def device_cc(device: torch.device) -> int:
+    if CC_OVERRIDE is not None:
+        return CC_OVERRIDE
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return major * 10 + minor
+    return 90

@@ -14,11 +14,13 @@ H100 sizing at LiveAct's self-attention (B 1, H 40, Dh 128, Nq 9360, Nk 16380):
   FLOPs 4*H*Dh*Nq*Nk = 3.14e12 -> 1.59 ms at 1979 TFLOP/s fp8, 3.17 ms at 989 bf16 (projections).
   Bytes: Q 96 MB + K/V (fp8) 168 MB once per query tile in L2 terms; from HBM about (Q + O + K + V) = 360 MB
   -> 0.11 ms: compute-bound by ~15x, so tiles are sized for tensor-core throughput.
-  BLOCK_M 128 x BLOCK_N 128, 8 warps (two warp groups of 64 rows for wgmma m64nNk32), 3 stages:
-  shared memory per stage K 128x128 fp8 16 KB + V 16 KB -> 96 KB for 3 stages + Q 16-32 KB: < 227 KB (sm_90);
-  registers: S and acc tiles 128x128 fp32 over 256 threads = 64 + 64 per thread: within 255 (checked by the
-  compile test: zero spills). Grid: ceil(9360/128) * 40 = 2960 programs = 22.4 waves over 132 SMs (1 CTA/SM).
-  bf16 inputs: BLOCK_N 64 (halves the S tile, keeps 3 stages of 16+16 KB). sm_89 (99 KB smem): 2 stages.
+  FP8 K/V on sm_90: BLOCK_M 128 x BLOCK_N 128, 8 warps (two warp groups of 64 rows for wgmma m64), 3 stages:
+  K 16 KB + V 16 KB per stage plus the bf16 copy of V for P.V -> 134 KB of shared memory (< 227 KB); S and acc
+  128x128 fp32 over 256 threads = 64 + 64 registers per thread: 253 registers, no spills (compile report).
+  bf16 inputs on sm_90: BLOCK_N 64 (halves the S tile; 174 registers, 132 KB for 3 stages of 16+16 KB).
+  Grid: ceil(9360/128) * 40 = 2960 programs = 22.4 waves over 132 SMs (1 CTA/SM).
+  sm_89 / sm_80 (99 / 163 KB, mma.sync): BLOCK_N 64, 2 stages; FP8 K/V also BLOCK_M 64 and 4 warps, which
+  keeps the e4m3 staging of Q and P within 255 registers.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import pow2
+from ._common import device_cc, pow2
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -118,16 +120,11 @@ def config(head_dim: int, kv_fp8: bool, cc: int = 90) -> dict:
     cfg = {"BLOCK_M": 128, "BLOCK_N": 128 if kv_fp8 else 64, "num_warps": 8, "num_stages": 3}
     if big_d:
         cfg.update(BLOCK_M=64, BLOCK_N=64, num_warps=4)
-    if cc < 90:
-        cfg["num_stages"] = 2
+    if cc < 90:   # Ada / Ampere: 99 / 163 KB smem, mma.sync keeps more registers live than wgmma
+        cfg.update(BLOCK_N=64, num_stages=2)
+        if kv_fp8:   # the e4m3 staging of Q and P: a 64-row tile keeps it within 255 registers (no spills)
+            cfg.update(BLOCK_M=64, num_warps=4)
     return cfg
-
-
-def _device_cc(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 90   # interpreter: exercise the Hopper configuration and the FP8 paths
-    major, minor = torch.cuda.get_device_capability(device)
-    return major * 10 + minor
 
 
 def attention_fwd_triton(q, k, v, k_scale, v_scale, is_causal, sm_scale, out, lse, *, pv_fp8: bool = False):
@@ -140,7 +137,7 @@ def attention_fwd_triton(q, k, v, k_scale, v_scale, is_causal, sm_scale, out, ls
     kv_fp8 = k.dtype == torch.float8_e4m3fn
     if kv_fp8 != (v.dtype == torch.float8_e4m3fn):
         raise TypeError(f"attention (triton): k and v must both be float8_e4m3fn or neither, got {k.dtype}, {v.dtype}")
-    cc = _device_cc(q.device)
+    cc = device_cc(q.device)
     qk_fp8 = kv_fp8 and cc >= 89
     cfg = config(Dh, kv_fp8, cc)
     ks = k_scale if k_scale is not None else q

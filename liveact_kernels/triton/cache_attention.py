@@ -9,33 +9,38 @@ and sits at grid row (n % fl) // w, column n % w; slot s has temporal position k
 written: each K tile is dequantised, rotated and (FP8 path) re-quantised per key row in registers.
 Non-causal over the window (the block is bidirectional).
 
-Numerics. RoPE rotates channel pairs (2i, 2i+1), so the kernel loads even and odd channels as two
-[rows, Dh/2] halves and splits the dot: S = Q_even . K_even^T + Q_odd . K_odd^T (no interleaving in
-registers). FP8 path (QK_FP8): after RoPE each query row and each key row is quantised to e4m3 with its own
-scale (amax/448), S = qs_i * ks_j * (e4m3 dots): per-token scales are at least as fine as SageAttention's
-per-block ones. P.V as in attention.py: V's per-key scales fold into P; P.V in bf16 (default) or e4m3 (PV_FP8).
+Numerics. RoPE rotates channel pairs (2i, 2i+1): each Q or K tile is loaded contiguously (16-byte vectors),
+split into even/odd channel halves in registers (reshape + split), rotated in fp32, and the dot is split:
+S = Q_even . K_even^T + Q_odd . K_odd^T. FP8 path (QK_FP8): after RoPE each query row and each key row is
+quantised to e4m3 with its own scale (amax/448), S = qs_i * ks_j * (e4m3 dots): per-token scales are at least
+as fine as SageAttention's per-block ones. P.V as in attention.py: V's per-key scales fold into P; P.V in bf16
+(default) or e4m3 (PV_FP8). K smoothing (SageAttention's mean subtraction) is not implemented: it needs a
+pre-pass over the roped keys, and on the i.i.d. test data it cannot change the error.
 
 H100 sizing at 720x416 (fl 1170, H 40, Dh 128; Nq 9360 = 8 frames, Nk 16380 = 14 slots):
   tensor work 4*H*Dh*Nq*Nk = 3.14e12 FLOP: QK half in fp8 (1979 TFLOP/s) 0.79 ms + PV half in bf16 (989)
-  1.59 ms = 2.38 ms, or 1.59 ms with PV_FP8 (projections).
-  Per K tile (128 keys) and query tile (128 rows) the kernel also rotates and re-quantises 128x128 K values
-  (~15 CUDA-core ops each: 0.25 MOP) next to the softmax's 128x128 exp2 + rescale (~0.15 MOP) and the
-  tile's 4.2 MFLOP of dots. The extra K work is amortised over BLOCK_M query rows: BLOCK_M 128 keeps it
-  about as large as the softmax itself, which FlashAttention-3 already overlaps with the tensor cores; a
-  GPU measurement (bench/test_triton_gpu.py) decides how close this gets to the 60%-of-FP8-peak goal.
-  Tiles BLOCK_M 128 x BLOCK_N 128, 8 warps, 2 stages: shared memory K 16 KB + V 16 KB per stage (fp8) plus
-  the fp32->fp8 staging of the rotated K (2 x 8 KB) < 100 KB (fits sm_89 too); registers: S 128x128 fp32
-  + acc 128x128 fp32 over 256 threads = 128 per thread (zero spills checked by tests/test_triton_compile.py).
-  Grid: ceil(9360/128) x 40 = 2960 CTAs, 22.4 waves over 132 SMs.
+  1.59 ms = 2.38 ms, or 1.59 ms with PV_FP8 (projections; HBM traffic 0.36 GB = 0.11 ms, compute-bound).
+  Per K tile (64 keys) and query tile (128 rows) the kernel also gathers cos/sin, rotates and re-quantises
+  64x128 K values (~15 CUDA-core ops each, ~0.12 MOP) next to the softmax's 128x64 exp2 + rescale (~0.08 MOP)
+  and the tile's 2.1 MFLOP of dots: the K work is amortised over BLOCK_M query rows and is of the order of the
+  softmax, which is what limits FlashAttention-3-style kernels on H100. Reaching the 60%-of-FP8-peak goal is
+  therefore not established here; bench/test_triton_gpu.py measures it on a GPU.
+  sm_90: BLOCK_M 128 x BLOCK_N 64, 8 warps (2 warp groups, wgmma m64), 2 stages: 245 registers, 149 KB of
+  shared memory (< 227 KB; the gathered cos/sin and K staging tiles dominate), no spills. Grid
+  ceil(9360/128) x 40 = 2960 CTAs, 1 per SM -> 22.4 waves. sm_89 / sm_80 (99 / 163 KB): BLOCK_M 64 x
+  BLOCK_N 32, 8 warps, 1 stage (16-29 KB, 187-209 registers, no spills); the numbers are in
+  docs/gpu-compile-report.md, regenerated from the compiled kernels.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
 from .. import reference
-from ._common import pow2
+from ._common import device_cc, pow2
 from .rope3d import _rope_cos_sin
 
 LOG2E = 1.4426950408889634
@@ -49,7 +54,7 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
                        sqb, sqn, sqh, sqd, skb, skn, skh, skd, svb, svn, svh, svd,
                        sksb, sksn, sksh, svsb, svsn, svsh, sob, son, soh, sod,
                        T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,
-                       HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HALF: tl.constexpr,
+                       HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        KV_FP8: tl.constexpr, QK_FP8: tl.constexpr, PV_FP8: tl.constexpr, HAS_LSE: tl.constexpr):
     # q: (B, Nq, Hq, Dh) pre-RoPE; k/v: (B, >=Nk, Hkv, Dh) pre-RoPE cache; ks/vs (B, Nk, Hkv) fp32;
@@ -59,14 +64,16 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
     b = (bh // Hq).to(tl.int64)
     h = bh % Hq
     hk = h // n_rep
+    HALF: tl.constexpr = BLOCK_D // 2
     pr = tl.arange(0, HALF)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < HEAD_DIM
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mmask = offs_m < Nq
-    # ---- queries: load even/odd halves, rotate at their frame positions
-    qp = q_ptr + b * sqb + offs_m[:, None] * sqn + h * sqh + (2 * pr[None, :]) * sqd
-    qm = mmask[:, None] & (pr[None, :] < HEAD_DIM // 2)
-    qe = tl.load(qp, mask=qm, other=0.0).to(tl.float32)
-    qo = tl.load(qp + sqd, mask=qm, other=0.0).to(tl.float32)
+    # ---- queries: one contiguous (16-byte vector) load, split into even/odd channels, rotated at their frames
+    qt = tl.load(q_ptr + b * sqb + offs_m[:, None] * sqn + h * sqh + d[None, :] * sqd,
+                 mask=mmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+    qe, qo = tl.split(tl.reshape(qt, [BLOCK_M, HALF, 2]))
     pq = offs_m % fl
     c, s = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, (offs_m // fl)[:, None],
                          (pq // w)[:, None], (pq % w)[:, None], pr[None, :], T0, T1, T2)
@@ -82,27 +89,22 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
         qb = qro.to(q_ptr.dtype.element_ty)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < HEAD_DIM
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     k_base = k_ptr + b * skb + hk * skh
     v_base = v_ptr + b * svb + hk * svh
     for start_n in range(0, Nk, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         nmask = offs_n < Nk
-        km = nmask[:, None] & (pr[None, :] < HEAD_DIM // 2)
-        kp = k_base + offs_n[:, None] * skn + (2 * pr[None, :]) * skd
-        ke = tl.load(kp, mask=km, other=0.0).to(tl.float32)
-        ko = tl.load(kp + skd, mask=km, other=0.0).to(tl.float32)
+        kt = tl.load(k_base + offs_n[:, None] * skn + d[None, :] * skd, mask=nmask[:, None] & dmask[None, :],
+                     other=0.0).to(tl.float32)
         if KV_FP8:
-            ksc = tl.load(ks_ptr + b * sksb + offs_n * sksn + hk * sksh, mask=nmask, other=0.0)
-            ke = ke * ksc[:, None]
-            ko = ko * ksc[:, None]
+            kt = kt * tl.load(ks_ptr + b * sksb + offs_n * sksn + hk * sksh, mask=nmask, other=0.0)[:, None]
+        ke, ko = tl.split(tl.reshape(kt, [BLOCK_N, HALF, 2]))
         pk = offs_n % fl
-        c, s = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, (Tq + offs_n // fl)[:, None],
-                             (pk // w)[:, None], (pk % w)[:, None], pr[None, :], T0, T1, T2)
-        kre = ke * c - ko * s
-        kro = ke * s + ko * c
+        kc, ksn = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, (Tq + offs_n // fl)[:, None],
+                                (pk // w)[:, None], (pk % w)[:, None], pr[None, :], T0, T1, T2)
+        kre = ke * kc - ko * ksn
+        kro = ke * ksn + ko * kc
         if QK_FP8:
             ks2 = tl.maximum(tl.maximum(tl.max(tl.abs(kre), axis=1), tl.max(tl.abs(kro), axis=1)) / 448.0, 1e-12)
             ka = (kre / ks2[:, None]).to(tl.float8e4nv)
@@ -145,7 +147,10 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
 
 def config(kv_fp8: bool, cc: int = 90) -> dict:
     """Shipped tiles (module docstring has the arithmetic)."""
-    return {"BLOCK_M": 128, "BLOCK_N": 128 if kv_fp8 else 64, "num_warps": 8, "num_stages": 2}
+    if cc >= 90:
+        return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}
+    # Ada / Ampere: 99 / 163 KB of shared memory; the gathered cos/sin tiles make multi-stage pipelining too big
+    return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 1}
 
 
 _TABLES: dict = {}
@@ -232,14 +237,9 @@ def cache_attention(q, k_cache, v_cache, *, grid_hw, q_frame_positions, k_scale=
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError(f"{op}: q, k_cache and v_cache need a unit stride along head_dim")
     dev = q.device
-    if dev.type == "cpu":
-        import os
-        if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-            raise RuntimeError(f"{op}: Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1")
-        cc = 90
-    else:
-        major, minor = torch.cuda.get_device_capability(dev)
-        cc = major * 10 + minor
+    if dev.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        raise RuntimeError(f"{op}: Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1")
+    cc = device_cc(dev)
     use_qk_fp8 = (kv_fp8 if qk_fp8 is None else bool(qk_fp8)) and cc >= 89
     # time rows: [0, Tq) query frames, Tq + s for slot s; kv positions enter through the table rows
     tables = _tables((h, w), qpos, kpos, Dh, theta, sp, dev)
@@ -256,7 +256,7 @@ def cache_attention(q, k_cache, v_cache, *, grid_hw, q_frame_positions, k_scale=
             q, k_cache, v_cache, ks, vs, out, lse_t, *tables, Nq, Nk, Hq, Hq // Hk, fl, w, Tq,
             float(sm_scale if sm_scale is not None else Dh ** -0.5) * LOG2E,
             *q.stride(), *k_cache.stride(), *v_cache.stride(), *ks.stride()[:3], *vs.stride()[:3], *out.stride(),
-            T0=sp[0] // 2, T1=sp[1] // 2, T2=sp[2] // 2, HEAD_DIM=Dh, BLOCK_D=pow2(Dh, 16), HALF=pow2(Dh // 2, 8),
+            T0=sp[0] // 2, T1=sp[1] // 2, T2=sp[2] // 2, HEAD_DIM=Dh, BLOCK_D=pow2(Dh, 16),
             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], KV_FP8=kv_fp8, QK_FP8=use_qk_fp8,
             PV_FP8=bool(pv_fp8 and kv_fp8 and cc >= 89), HAS_LSE=return_lse, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])

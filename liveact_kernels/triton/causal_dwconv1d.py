@@ -50,17 +50,17 @@ def _dwconv_kernel(x_ptr, w_ptr, b_ptr, init_ptr, out_ptr, fs_ptr, C, L, Lo, str
     if HAS_FS:
         if tl.program_id(2) == 0:
             # final_states[j] = xp[L + j], j < W - 1
-            j = tl.arange(0, WPAD)
-            i = L + j
-            xi = i - (W - 1)
-            m = cm[:, None] & (j[None, :] < W - 1)
-            v = tl.load(x_ptr + b * sxb + cs[:, None] * sxc + xi[None, :] * sxl, mask=m & (xi[None, :] >= 0),
-                        other=0.0)
+            fj = tl.arange(0, WPAD)
+            fi = L + fj
+            fxi = fi - (W - 1)
+            fm = cm[:, None] & (fj[None, :] < W - 1)
+            fv = tl.load(x_ptr + b * sxb + cs[:, None] * sxc + fxi[None, :] * sxl, mask=fm & (fxi[None, :] >= 0),
+                         other=0.0)
             if HAS_INIT:
-                vi = tl.load(init_ptr + b * sib + cs[:, None] * sic + i[None, :] * sil,
-                             mask=m & (i[None, :] < W - 1), other=0.0)
-                v = tl.where(xi[None, :] >= 0, v, vi.to(x_ptr.dtype.element_ty))
-            tl.store(fs_ptr + b * sfb + cs[:, None] * sfc + j[None, :] * sfl, v.to(fs_ptr.dtype.element_ty), mask=m)
+                fvi = tl.load(init_ptr + b * sib + cs[:, None] * sic + fi[None, :] * sil,
+                              mask=fm & (fi[None, :] < W - 1), other=0.0)
+                fv = tl.where(fxi[None, :] >= 0, fv, fvi.to(x_ptr.dtype.element_ty))
+            tl.store(fs_ptr + b * sfb + cs[:, None] * sfc + fj[None, :] * sfl, fv.to(fs_ptr.dtype.element_ty), mask=fm)
 
 
 @triton.jit

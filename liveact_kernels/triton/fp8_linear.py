@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._common import device_cc
+
 
 @triton.jit
 def _fp8_gemm_kernel(a_ptr, as_ptr, b_ptr, bs_ptr, bias_ptr, c_ptr, M, N, K,
@@ -64,12 +66,9 @@ def fp8_linear_fwd_triton(x_q, x_scale, w_q, w_scale, bias, out):
     if K == 0:
         out.copy_(bias.expand(M, N) if bias is not None else torch.zeros_like(out))
         return
-    cc = 90
-    if x_q.is_cuda:
-        major, minor = torch.cuda.get_device_capability(x_q.device)
-        cc = major * 10 + minor
-        if cc < 89:
-            raise RuntimeError(f"fp8_linear (triton): FP8 tensor cores need sm_89 or newer, got sm_{cc}")
+    cc = device_cc(x_q.device)
+    if cc < 89:
+        raise RuntimeError(f"fp8_linear (triton): FP8 tensor cores need sm_89 or newer, got sm_{cc}")
     cfg = config(cc)
     xs = x_scale.reshape(-1)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)

@@ -50,13 +50,14 @@ def _rope3d_kernel(x_ptr, out_ptr, cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_pt
     row = (n // w) % h
     col = n % w
     c, s = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, fpos, row, col, pr, T0, T1, T2)
-    m = (hs[:, None] < H) & (pr[None, :] < T0 + T1 + T2)
-    base = x_ptr + b * sxb + n * sxn + hs[:, None] * sxh + (2 * pr[None, :]) * sxd
-    a = tl.load(base, mask=m, other=0.0).to(tl.float32)
-    bb = tl.load(base + sxd, mask=m, other=0.0).to(tl.float32)
-    ob = out_ptr + b * sob + n * son + hs[:, None] * soh + (2 * pr[None, :]) * sod
-    tl.store(ob, (a * c[None, :] - bb * s[None, :]).to(out_ptr.dtype.element_ty), mask=m)
-    tl.store(ob + sod, (a * s[None, :] + bb * c[None, :]).to(out_ptr.dtype.element_ty), mask=m)
+    d = tl.arange(0, 2 * HALF)
+    m = (hs[:, None] < H) & (d[None, :] < 2 * (T0 + T1 + T2))
+    # one contiguous (vectorised) load of the [heads, Dh] tile, split into even/odd channels in registers
+    xt = tl.load(x_ptr + b * sxb + n * sxn + hs[:, None] * sxh + d[None, :] * sxd, mask=m, other=0.0)
+    a, bb = tl.split(tl.reshape(xt.to(tl.float32), [BLOCK_H, HALF, 2]))
+    ot = tl.reshape(tl.join(a * c[None, :] - bb * s[None, :], a * s[None, :] + bb * c[None, :]), [BLOCK_H, 2 * HALF])
+    tl.store(out_ptr + b * sob + n * son + hs[:, None] * soh + d[None, :] * sod, ot.to(out_ptr.dtype.element_ty),
+             mask=m)
 
 
 def config(H: int, Dh: int) -> dict:
