@@ -183,7 +183,8 @@ def lr_at(step: int, steps: int, lr: float, warmup: int = 50) -> float:
 def train(model: LiveActModel, ds: LatentDataset, *, mode: str = "nf", steps: int = 1000, batch: int = 4,
           lr: float = 5e-4, weight_decay: float = 0.01, clip_grad: float = 1.0, seed: int = 0,
           t_sampling: str = "schedule", ckpt: str | None = None, ckpt_every: int = 200, resume: bool = False,
-          minutes: float | None = None, bf16: bool = False, progress: bool = True, backend: str = "torch") -> dict:
+          minutes: float | None = None, bf16: bool = False, progress: bool = True, backend: str = "torch",
+          stop_after: int | None = None) -> dict:
     """AdamW + cosine schedule + grad clipping; deterministic for a seed (every step draws its batch and noise
     from a generator seeded by (seed, step), so a resumed run continues identically). Returns a summary."""
     cfg = model.config
@@ -208,12 +209,14 @@ def train(model: LiveActModel, ds: LatentDataset, *, mode: str = "nf", steps: in
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         done = step + 1
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", gnorm=f"{float(gn):.2f}")
         if ckpt and done % ckpt_every == 0:
             save_checkpoint(ckpt, model, opt, done, args)
         if minutes is not None and time.time() - t0 > minutes * 60:
+            break
+        if stop_after is not None and done >= stop_after:  # simulated interruption (tests of --resume)
             break
     if ckpt:
         save_checkpoint(ckpt, model, opt, done, args)
