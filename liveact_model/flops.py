@@ -117,21 +117,27 @@ def project(res: dict, gpu: str, n_gpu: int, precision: str) -> dict:
             (res["weight_bytes"][precision] + kv_step / n_gpu) / spec["hbm"] else "memory"}
 
 
+def _f(x: float, unit: str = "FLOP") -> str:
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3f} {prefix}{unit}"
+    return f"{x:.0f} {unit}"
+
+
 def format_table(res: dict) -> str:
-    gb = 1e9
     lines = [
         f"LiveAct FLOPs ({res['config']}, {res['size']}, {res['frame_tokens']} tokens/latent frame, "
         f"audio_cfg={res['audio_cfg']}) - counted with torch.utils.flop_counter on the meta device",
-        f"  parameters                    {res['params'] / 1e9:10.3f} B",
+        f"  parameters                    {_f(res['params'], '')}",
         f"  FLOPs per step (block of {res['block_latent_frames']} latents = {res['block_video_frames']} frames): "
-        + ", ".join(f"{f / 1e12:.2f} T" for f in res["flops_per_step"]),
-        f"  audio proj + audio K/V / block {res['flops_audio_per_block'] / 1e12:10.3f} TFLOP",
-        f"  FLOPs per block               {res['flops_per_block'] / 1e12:10.2f} TFLOP",
-        f"  FLOPs per video frame         {res['flops_per_video_frame'] / 1e12:10.3f} TFLOP",
-        f"  condition (once per stream)   {res['flops_per_stream_condition'] / 1e12:10.3f} TFLOP",
-        f"  KV cache bf16 / fp8           {res['kv_cache_bytes']['bf16'] / gb:8.2f} GB / "
-        f"{res['kv_cache_bytes']['fp8'] / gb:.2f} GB (1 GPU; halved per GPU under 2-way SP)",
-        f"  weights bf16 / fp8-GEMM       {res['weight_bytes']['bf16'] / gb:8.2f} GB / {res['weight_bytes']['fp8'] / gb:.2f} GB",
+        + ", ".join(_f(f) for f in res["flops_per_step"]),
+        f"  audio proj + audio K/V/block  {_f(res['flops_audio_per_block'])}",
+        f"  FLOPs per block               {_f(res['flops_per_block'])}",
+        f"  FLOPs per video frame         {_f(res['flops_per_video_frame'])}",
+        f"  condition (once per stream)   {_f(res['flops_per_stream_condition'])}",
+        f"  KV cache bf16 / fp8           {_f(res['kv_cache_bytes']['bf16'], 'B')} / "
+        f"{_f(res['kv_cache_bytes']['fp8'], 'B')} (1 GPU; halved per GPU under 2-way SP)",
+        f"  weights bf16 / fp8-GEMM       {_f(res['weight_bytes']['bf16'], 'B')} / {_f(res['weight_bytes']['fp8'], 'B')}",
         "",
         "PROJECTION (roofline at 100% of spec-sheet peak: H100/H200 SXM dense bf16 989 TFLOP/s, fp8 1979 TFLOP/s,",
         "HBM 3.35 / 4.8 TB/s; block_ms = sum over forwards of max(FLOPs/(n*peak), (weights + KV/n)/HBM);",

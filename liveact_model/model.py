@@ -183,14 +183,22 @@ class DiTBlock(nn.Module):
         """x: (B, S, D); e0: (B, Tt, 6, D) fp32 with Tt = 1 (per sample) or T (per latent frame)."""
         mod = self.modulation.float().unsqueeze(1) + e0              # (B, Tt, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
-        h = ops.adaln_modulate(x, shift_msa, scale_msa, eps=self.eps, norm="layer", backend=backend)
-        x = ops.gated_residual(x, self.self_attn(h, backend=backend, **attn_kw), gate_msa, backend=backend)
+        B, D = x.shape[0], x.shape[-1]
+        zero = torch.zeros(B, 1, D, dtype=torch.float32, device=x.device)
+        one = torch.ones(B, 1, D, dtype=torch.float32, device=x.device)
+        kw = dict(eps=self.eps, norm="layer", backend=backend)
+        h = ops.adaln_modulate(x, shift_msa, scale_msa, **kw)
+        y, gate = self.self_attn(h, backend=backend, **attn_kw), gate_msa
+        # every residual add is fused with the norm that reads its result (adaln_residual): the stream of
+        # x + y·gate -> norm is read and written once instead of twice
         if self.has_cross:
-            x = x + self.cross_attn(layer_norm(x, self.norm3, self.eps, backend), ctx_kv, backend)
+            x, h = ops.adaln_residual(x, y, gate, zero, zero, weight=self.norm3.weight, bias=self.norm3.bias, **kw)
+            y, gate = self.cross_attn(h, ctx_kv, backend), one
         if audio_kv is not None:
-            x = x + self.audio_cross_attn(layer_norm(x, self.norm_x, self.eps, backend), audio_kv,
-                                          frame_len=frame_len, zero_first_frame=zero_first_audio, backend=backend)
-        h = ops.adaln_modulate(x, shift_mlp, scale_mlp, eps=self.eps, norm="layer", backend=backend)
+            x, h = ops.adaln_residual(x, y, gate, zero, zero, weight=self.norm_x.weight, bias=self.norm_x.bias, **kw)
+            y, gate = self.audio_cross_attn(h, audio_kv, frame_len=frame_len, zero_first_frame=zero_first_audio,
+                                            backend=backend), one
+        x, h = ops.adaln_residual(x, y, gate, shift_mlp, scale_mlp, **kw)
         return ops.gated_residual(x, self.ffn(h), gate_mlp, backend=backend)
 
 

@@ -53,3 +53,12 @@ def test_projection_and_cli(capsys):
     out = capsys.readouterr().out
     assert "PROJECTION" in out and "FLOPs per video frame" in out and "2xH200" in out
     assert parse_size("720*416") == (720, 416)
+
+
+def test_cli_dispatch(capsys):
+    from liveact_model import cli
+    assert cli.main([]) == 0 and "flops" in capsys.readouterr().out
+    assert cli.main(["nonsense"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert cli.main(["flops", "--preset", "tiny", "--size", "64x64", "--json"]) == 0
+    assert '"flops_per_video_frame"' in capsys.readouterr().out
