@@ -39,7 +39,8 @@ def stream_frames(model, vae, image: torch.Tensor, feats: torch.Tensor, *, seed:
         if b is None:
             return
         t1 = time.perf_counter()
-        frames = vae.vae.decode_block(b.latents[0].float(), prev)
+        with torch.no_grad():
+            frames = vae.vae.decode_block(b.latents[0].float(), prev)
         t2 = time.perf_counter()
         prev = b.latents[0].float()
         if stats is not None:
