@@ -164,6 +164,19 @@ def test_start_from_image_with_vae():
         p.start(image=torch.zeros(1, 3, 32, 40), vae=CausalToyVAE(), text=torch.randn(1, 2, 32), clip=torch.randn(1, 5, 32))
 
 
+def test_optional_adapters_fail_clearly(tmp_path):
+    from liveact_model.pipeline import Wav2Vec2Encoder, WanVAEAdapter
+    for cls, what in ((Wav2Vec2Encoder, "transformers"), (WanVAEAdapter, "wan")):
+        try:
+            cls(str(tmp_path / "missing"))
+        except ImportError as e:
+            assert what in str(e)
+        except FileNotFoundError as e:       # the dependency is installed: the missing file is named instead
+            assert "missing" in str(e)
+        else:
+            raise AssertionError(f"{cls.__name__} accepted a missing model")
+
+
 def test_bad_inputs():
     cfg = tiny_model().config
     with pytest.raises(ValueError, match="resolution 500x512"):
