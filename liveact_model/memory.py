@@ -7,7 +7,7 @@ from typing import Iterable, Optional
 import torch
 
 import liveact_kernels as ops
-from .config import LiveActConfig, get_config
+from .config import get_config
 
 FP8 = torch.float8_e4m3fn
 

@@ -11,7 +11,7 @@ import torch
 
 from .config import LiveActConfig
 from .memory import ConvKVMemory
-from .model import AudioContext, Condition, LiveActModel
+from .model import LiveActModel
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,5 @@
 # LiveActPipeline: determinism, streamed input, samplers, audio CFG caches, edit prompts, audio windows,
 # overlap decoding, kernel backend vs torch backend over 20 blocks, bad inputs.
-import warnings
-
 import pytest
 import torch
 
