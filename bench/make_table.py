@@ -24,7 +24,14 @@ SPEEDUP = {"adaln_residual": 10.0, "convkv_compress": 10.0, "rope3d": 20.0, "aud
 COPY_FRAC = 0.5
 
 # Why a target is missed, keyed by (op, provider) or op: filled in from measurements, shown in the table.
-REASONS: dict = {}
+# (A group whose copy yardstick ran far off the run's typical copy speed is flagged by annotate() instead.)
+_ADALN_WHY = ("compute-bound on a busy 2-core CPU: per element, the bit-exact round-to-nearest-even conversion "
+              "(shared with the CUDA code) and the LayerNorm's second pass over the cached row cost about as much "
+              "as the memory traffic")
+REASONS: dict = {"adaln_residual": _ADALN_WHY, "adaln_modulate": _ADALN_WHY, "gated_residual": _ADALN_WHY,
+                 "rms_norm": _ADALN_WHY}
+# A group's copy GB/s more than this factor away from the run's median copy GB/s marks its % copy as unreliable.
+NOISY_COPY = 2.0
 
 
 def _target(op: str, row: dict) -> dict:
@@ -73,6 +80,8 @@ def annotate(rows: list[dict]) -> None:
     groups = defaultdict(list)
     for r in rows:
         groups[r["group"]].append(r)
+    all_copies = sorted(r["gbps"] for r in rows if r["role"] == "copy" and r["gbps"])
+    run_copy = all_copies[len(all_copies) // 2] if all_copies else None
     for members in groups.values():
         base = [m["median_ms"] for m in members if m["role"] == "baseline"]
         best_base = min(base) if base else None
@@ -97,6 +106,10 @@ def annotate(rows: list[dict]) -> None:
                 if not ok:
                     m["reason"] = REASONS.get((m["op"], m["provider"])) or REASONS.get(m["op"]) or \
                         "not analysed yet"
+                    if copy_gbps and run_copy and not (1 / NOISY_COPY <= copy_gbps / run_copy <= NOISY_COPY):
+                        m["reason"] = (f"unreliable yardstick: this group's copy ran at {copy_gbps:.2f} GB/s, the "
+                                       f"run's median copy at {run_copy:.2f} GB/s (shared machine); "
+                                       + m["reason"])
 
 
 def render(rows: list[dict], data: dict, src: str) -> str:
