@@ -260,16 +260,23 @@ struct alignas(64) TileConfig {
 // B slab (NC x KC, 256 KiB) and fp32 accumulators (MC x NC, 256 KiB) stay in L2 (2 MiB per core).
 constexpr int64_t kMC = 256, kNC = 256, kKC = 512;
 
-// A: (Mp, Kp) bf16 row-major; B: (Np / 16, Kp / 2, 16, 2) bf16, the VNNI layout of W^T that tdpbf16ps reads.
+// Row strides of the A panel and the accumulators: 64 bytes more than a multiple of 1 KiB, so that the
+// 16 rows of a tile load do not all fall into the same L1 sets (4 KiB aliasing at K = 2048, 4096, ...).
+inline int64_t padded_lda(int64_t Kp) { return (Kp * 2) % 1024 == 0 ? Kp + 32 : Kp; }
+constexpr int64_t kLdc = kNC + 16;
+
+// A: (Mp, lda) bf16 row-major (lda = padded_lda(Kp)); B: (Np / 16, Kp / 2, 16, 2) bf16, the VNNI layout of
+// W^T that tdpbf16ps reads.
 template <typename T>
 void amx_gemm(const uint16_t* A, const uint16_t* B, int64_t M, int64_t N, int64_t Mp, int64_t Np, int64_t Kp,
               const float* xs, const float* ws, const float* bias, T* out) {
+  const int64_t lda = padded_lda(Kp);
   const int64_t mblocks = (Mp + kMC - 1) / kMC, nblocks = (Np + kNC - 1) / kNC;
   at::parallel_for(0, mblocks * nblocks, 1, [&](int64_t t0, int64_t t1) {
     TileConfig cfg;
     for (int t = 0; t < 8; ++t) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
     _tile_loadconfig(&cfg);
-    std::vector<float> cbuf(kMC * kNC);
+    std::vector<float> cbuf(kMC * kLdc);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t mb0 = (t / nblocks) * kMC, nb0 = (t % nblocks) * kNC;
       const int64_t mc = std::min(kMC, Mp - mb0), nc = std::min(kNC, Np - nb0);
@@ -280,30 +287,30 @@ void amx_gemm(const uint16_t* A, const uint16_t* B, int64_t M, int64_t N, int64_
           const uint16_t* b0 = B + ((nb0 + n) / 16) * (Kp / 2) * 32;
           const uint16_t* b1 = b0 + (Kp / 2) * 32;
           for (int64_t m = 0; m < mc; m += 32) {
-            float* c = C + m * kNC + n;
+            float* c = C + m * kLdc + n;
             if (k0 == 0) {
               _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
             } else {
-              _tile_loadd(0, c, kNC * 4); _tile_loadd(1, c + 16, kNC * 4);
-              _tile_loadd(2, c + 16 * kNC, kNC * 4); _tile_loadd(3, c + 16 * kNC + 16, kNC * 4);
+              _tile_loadd(0, c, kLdc * 4); _tile_loadd(1, c + 16, kLdc * 4);
+              _tile_loadd(2, c + 16 * kLdc, kLdc * 4); _tile_loadd(3, c + 16 * kLdc + 16, kLdc * 4);
             }
-            const uint16_t* a = A + (mb0 + m) * Kp;
+            const uint16_t* a = A + (mb0 + m) * lda;
             for (int64_t k = k0; k < k1; k += 32) {
-              _tile_loadd(4, a + k, Kp * 2);
-              _tile_loadd(5, a + 16 * Kp + k, Kp * 2);
+              _tile_loadd(4, a + k, lda * 2);
+              _tile_loadd(5, a + 16 * lda + k, lda * 2);
               _tile_loadd(6, b0 + (k / 2) * 32, 64);
               _tile_loadd(7, b1 + (k / 2) * 32, 64);
               _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
               _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
             }
-            _tile_stored(0, c, kNC * 4); _tile_stored(1, c + 16, kNC * 4);
-            _tile_stored(2, c + 16 * kNC, kNC * 4); _tile_stored(3, c + 16 * kNC + 16, kNC * 4);
+            _tile_stored(0, c, kLdc * 4); _tile_stored(1, c + 16, kLdc * 4);
+            _tile_stored(2, c + 16 * kLdc, kLdc * 4); _tile_stored(3, c + 16 * kLdc + 16, kLdc * 4);
           }
         }
       }
       const int64_t m_end = std::min(M, mb0 + mc), n_cnt = std::min(N, nb0 + nc) - nb0;
       for (int64_t m = mb0; m < m_end; ++m)
-        epilogue_row(C + (m - mb0) * kNC, n_cnt, xs[m], ws + nb0, bias ? bias + nb0 : nullptr, out + m * N + nb0);
+        epilogue_row(C + (m - mb0) * kLdc, n_cnt, xs[m], ws + nb0, bias ? bias + nb0 : nullptr, out + m * N + nb0);
     }
     _tile_release();
   });
@@ -314,11 +321,12 @@ void fp8_linear_amx(const uint8_t* xq, const float* xs, const uint8_t* wq, const
                     int64_t M, int64_t N, int64_t K, T* out) {
   const int64_t Mp = round_up(M, 32), Np = round_up(N, 32), Kp = round_up(K, 32);
   // Uninitialised (every element is written below); std::vector would zero 2 x the operands first.
-  std::unique_ptr<uint16_t[]> A(new uint16_t[Mp * Kp]), B(new uint16_t[Np * Kp]);
+  const int64_t lda = padded_lda(Kp);
+  std::unique_ptr<uint16_t[]> A(new uint16_t[Mp * lda]), B(new uint16_t[Np * Kp]);
   at::parallel_for(0, Mp, row_grain(Kp * 2), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      if (r < M) fp8_row_to_bf16(xq + r * K, K, Kp, A.get() + r * Kp);
-      else std::fill_n(A.get() + r * Kp, Kp, uint16_t(0));
+      if (r < M) fp8_row_to_bf16(xq + r * K, K, Kp, A.get() + r * lda);
+      else std::fill_n(A.get() + r * lda, Kp, uint16_t(0));
     }
   });
   // B: 16 weight rows at a time are converted, then interleaved to (Kp / 2, 16 rows, 2).
