@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _backend, reference
+from ._autograd import kernel_with_ref_backward, needs_grad
 from ._validate import FLOAT_DTYPES, check_same_device, check_tensor
 
 
@@ -33,9 +34,17 @@ def audio_cross_attention(q, k, v, *, frame_len, frame_offset=0, zero_first_fram
     if b == "torch":
         return reference.audio_cross_attention_ref(q, k, v, frame_len=frame_len, frame_offset=frame_offset,
                                                    zero_first_frame=zero_first_frame, sm_scale=scale)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    _backend.launch(op, b, q, k, v, frame_len, int(frame_offset), bool(zero_first_frame), scale, out)
-    return out
+    def kernel(q, k, v):
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        _backend.launch(op, b, q, k, v, frame_len, int(frame_offset), bool(zero_first_frame), scale, out)
+        return out
+
+    if needs_grad(q, k, v):  # training: the kernel's forward, the reference's backward
+        return kernel_with_ref_backward(
+            kernel, lambda q, k, v: reference.audio_cross_attention_ref(
+                q, k, v, frame_len=frame_len, frame_offset=frame_offset, zero_first_frame=zero_first_frame,
+                sm_scale=scale), (q, k, v))
+    return kernel(q, k, v)
 
 
 @_backend.register_fake("liveact::audio_cross_attention_fwd")
