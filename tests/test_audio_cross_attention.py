@@ -81,6 +81,19 @@ def test_audio_cross_attention_op_writes_nan_prefilled_out():
     assert torch.equal(out2, out) and buf[:, :, 0].isnan().all() and buf[:, :, 4].isnan().all()
 
 
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_audio_cross_attention_out_buffer(backend):
+    require_backend("audio_cross_attention", backend)
+    q, k, v = _inputs(1, 2, 30, 3, 64, 2, torch.bfloat16, "cpu")
+    buf = torch.full((1, 60, 5, 64), float("nan"), dtype=torch.bfloat16)
+    out = buf[:, :, 1:4]
+    got = lk.audio_cross_attention(q, k, v, frame_len=30, out=out, backend=backend)
+    assert got is out and buf[:, :, 0].isnan().all()
+    assert_close_to_ref(out, _ref64(q, k, v, 30, 0, False), reference.audio_cross_attention_ref(q, k, v, frame_len=30))
+    with pytest.raises(TypeError, match="audio_cross_attention: out must have dtype float32, got bfloat16"):
+        lk.audio_cross_attention(q.float(), k.float(), v.float(), frame_len=30, out=out, backend=backend)
+
+
 def test_audio_cross_attention_matches_batched_sdpa():
     """The official formulation: batch = frames, q viewed as [T, H, fl, Dh], K/V the frames' 32 tokens."""
     require_backend("audio_cross_attention", "cpu")
