@@ -333,13 +333,22 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
   const int64_t tk_max = std::min<int64_t>(kKeyTile, std::max<int64_t>(nk_eff, 1));
   w.reserve(M, Dp, Dh, round_up(tk_max, 2), row_tile);
 
-  for (int64_t i = 0; i < rb.n_rows; ++i)
-    for (int64_t r = 0; r < rb.rep; ++r) {
-      CT* dst = w.qs.data() + (i * rb.rep + r) * Dp;
-      load_row<CT, QT>(rb.q + i * rb.q_tok + r * rb.q_head, dst, Dh);
-      if (Dp > Dh) dst[Dh] = from_float<CT>(0.f);
-    }
   for (int64_t m = 0; m < M; ++m) w.st[m] = softmax_init();
+  // A operand of S = Q K^T: with one key tile, no GQA stacking and no conversion, the GEMM reads the query rows
+  // in place through their token stride (q is read once anyway); otherwise they are stacked into qs.
+  const bool q_direct = std::is_same_v<QT, CT> && rb.rep == 1 && Dp == Dh && nk_eff <= kKeyTile;
+  const CT* qa = reinterpret_cast<const CT*>(rb.q);
+  int64_t q_ld = rb.q_tok;
+  if (!q_direct) {
+    for (int64_t i = 0; i < rb.n_rows; ++i)
+      for (int64_t r = 0; r < rb.rep; ++r) {
+        CT* dst = w.qs.data() + (i * rb.rep + r) * Dp;
+        load_row<CT, QT>(rb.q + i * rb.q_tok + r * rb.q_head, dst, Dh);
+        if (Dp > Dh) dst[Dh] = from_float<CT>(0.f);
+      }
+    qa = w.qs.data();
+    q_ld = Dp;
+  }
   // One key tile (short K/V, e.g. the 32 audio tokens): the GEMM result of each row sub-tile is final and is
   // normalised straight into out, skipping the fp32 accumulator passes.
   const bool single = nk_eff > 0 && nk_eff <= kKeyTile;
@@ -426,7 +435,7 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
         }
         continue;
       }
-      brgemm<CT>(ms, tkp, Dp, Dp, tkp, tkp, w.qs.data() + m0 * Dp, w.kt.data(), w.s.data());
+      brgemm<CT>(ms, tkp, Dp, q_ld, tkp, tkp, qa + m0 * q_ld, w.kt.data(), w.s.data());
       // online softmax over the tile, row by row
       for (int64_t x = 0; x < ms; ++x) {
         const int64_t m = m0 + x;
