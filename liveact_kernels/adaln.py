@@ -9,10 +9,17 @@ from ._autograd import kernel_with_ref_backward, needs_grad
 from ._validate import FLOAT_DTYPES, check_choice, check_modulation, check_out, check_same_device, check_tensor
 
 
-def _mod3(t: torch.Tensor, B: int) -> torch.Tensor:
-    """shift/scale/gate -> contiguous fp32 (batch, frames, dim) for the kernels."""
+def _mod3(t: torch.Tensor, B: int, frames: int | None = None) -> torch.Tensor:
+    """shift/scale/gate -> contiguous fp32 (batch, frames, dim) for the kernels; a per-sample tensor is
+    repeated to `frames` when it is combined with per-frame ones (the kernels take one frame count)."""
     t = t[:, None, :] if t.dim() == 2 else t
+    if frames is not None and t.shape[1] == 1 and frames > 1:
+        return t.float().expand(B, frames, t.shape[2]).contiguous()
     return t.float().expand(B, t.shape[1], t.shape[2]).contiguous()
+
+
+def _frames(*ts) -> int:
+    return max(1 if t.dim() == 2 else t.shape[1] for t in ts)
 
 
 def _affine(op, name, t, D, device):
@@ -50,7 +57,8 @@ def adaln_modulate(x, shift, scale, *, eps=1e-6, norm="layer", weight=None, bias
 
     def kernel(x, shift, scale, weight, bias):
         o = out if out is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
-        _backend.launch(op, b, x, _mod3(shift, B), _mod3(scale, B), _affine(op, "weight", weight, D, x.device),
+        Fm = _frames(shift, scale)
+        _backend.launch(op, b, x, _mod3(shift, B, Fm), _mod3(scale, B, Fm), _affine(op, "weight", weight, D, x.device),
                         _affine(op, "bias", bias, D, x.device), float(eps), norm == "rms", o)
         return o
 
@@ -113,7 +121,8 @@ def adaln_residual(x, y, gate, shift, scale, *, eps=1e-6, norm="layer", weight=N
     def kernel(x, y, gate, shift, scale, weight, bias):
         xo = x_out if x_out is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
         o = out if out is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
-        _backend.launch(op, b, x, y, _mod3(gate, B), _mod3(shift, B), _mod3(scale, B),
+        Fm = _frames(gate, shift, scale)
+        _backend.launch(op, b, x, y, _mod3(gate, B, Fm), _mod3(shift, B, Fm), _mod3(scale, B, Fm),
                         _affine(op, "weight", weight, D, x.device), _affine(op, "bias", bias, D, x.device),
                         float(eps), norm == "rms", xo, o)
         return xo, o

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _backend, reference
+from ._autograd import kernel_with_ref_backward, needs_grad
 from ._validate import FLOAT_DTYPES, check_choice, check_same_device, check_tensor
 
 FP8 = reference.FP8_DTYPE
@@ -63,11 +64,21 @@ def attention(q, k, v, *, tensor_layout="HND", is_causal=False, sm_scale=None, r
     if b == "torch":
         return reference.attention_ref(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=scale,
                                        return_lse=return_lse, k_scale=k_scale, v_scale=v_scale)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
-    _backend.launch(op, b, qn, kn, vn, _nhd(k_scale, tensor_layout), _nhd(v_scale, tensor_layout), bool(is_causal),
-                    scale, _nhd(out, tensor_layout), lse)
-    return (out, lse) if return_lse else out
+
+    def kernel(q, k, v, k_scale, v_scale):
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
+        _backend.launch(op, b, _nhd(q, tensor_layout), _nhd(k, tensor_layout), _nhd(v, tensor_layout),
+                        _nhd(k_scale, tensor_layout), _nhd(v_scale, tensor_layout), bool(is_causal), scale,
+                        _nhd(out, tensor_layout), lse)
+        return (out, lse) if return_lse else out
+
+    if needs_grad(q, k, v):  # training: the kernel's forward, the reference's backward
+        return kernel_with_ref_backward(
+            kernel, lambda q, k, v, ks, vs: reference.attention_ref(
+                q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=scale, return_lse=return_lse,
+                k_scale=ks, v_scale=vs), (q, k, v, k_scale, v_scale))
+    return kernel(q, k, v, k_scale, v_scale)
 
 
 def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, return_lse=False, **kwargs):

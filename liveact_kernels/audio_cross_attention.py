@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _backend, reference
+from ._autograd import kernel_with_ref_backward, needs_grad
 from ._validate import FLOAT_DTYPES, check_out, check_same_device, check_tensor
 
 
@@ -37,10 +38,20 @@ def audio_cross_attention(q, k, v, *, frame_len, frame_offset=0, zero_first_fram
         res = reference.audio_cross_attention_ref(q, k, v, frame_len=frame_len, frame_offset=frame_offset,
                                                   zero_first_frame=zero_first_frame, sm_scale=scale)
         return res if out is None else out.copy_(res)
-    if out is None:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    _backend.launch(op, b, q, k, v, frame_len, int(frame_offset), bool(zero_first_frame), scale, out)
-    return out
+
+    def kernel(q, k, v, dst=None):
+        dst = torch.empty_like(q, memory_format=torch.contiguous_format) if dst is None else dst
+        _backend.launch(op, b, q, k, v, frame_len, int(frame_offset), bool(zero_first_frame), scale, dst)
+        return dst
+
+    if needs_grad(q, k, v):  # training: the kernel's forward, the reference's backward
+        if out is not None:
+            raise ValueError(f"{op}: out= cannot be used when q, k or v requires grad")
+        return kernel_with_ref_backward(
+            kernel, lambda q, k, v: reference.audio_cross_attention_ref(
+                q, k, v, frame_len=frame_len, frame_offset=frame_offset, zero_first_frame=zero_first_frame,
+                sm_scale=scale), (q, k, v))
+    return kernel(q, k, v, out)
 
 
 @_backend.register_fake("liveact::audio_cross_attention_fwd")
