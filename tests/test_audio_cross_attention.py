@@ -145,3 +145,17 @@ def test_audio_cross_attention_bad_input():
         lk.audio_cross_attention(q, torch.randn(1, 3, N_A, 3, 64), torch.randn(1, 3, N_A, 3, 64), frame_len=10)
     with pytest.raises(ValueError, match=r"audio_cross_attention: k must be 5-D, got shape \(1, 3, 2, 64\)"):
         lk.audio_cross_attention(q, k[:, :, 0], k, frame_len=10)
+
+
+def test_audio_cross_attention_grad_through_reference():
+    require_backend("audio_cross_attention", "cpu")
+    q, k, v = (t.requires_grad_() for t in _inputs(1, 2, 9, 2, 64, 3, torch.float32, "cpu"))
+    lk.audio_cross_attention(q, k, v, frame_len=9, frame_offset=1, backend="cpu").square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    reference.audio_cross_attention_ref(q, k, v, frame_len=9, frame_offset=1).square().sum().backward()
+    for g, t in zip(grads, (q, k, v)):
+        torch.testing.assert_close(g, t.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="audio_cross_attention: out= cannot be used when q, k or v requires grad"):
+        lk.audio_cross_attention(q, k, v, frame_len=9, out=torch.empty(q.shape), backend="cpu")
