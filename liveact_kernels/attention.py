@@ -11,6 +11,10 @@ from ._validate import FLOAT_DTYPES, check_choice, check_same_device, check_tens
 FP8 = reference.FP8_DTYPE
 
 
+def _dt(dtype):
+    return str(dtype).replace("torch.", "")
+
+
 def _nhd(t, layout):
     return None if t is None else (t if layout == "NHD" else t.transpose(1, 2))
 
@@ -43,9 +47,9 @@ def attention(q, k, v, *, tensor_layout="HND", is_causal=False, sm_scale=None, r
             want[-1] = 1
             check_tensor(op, f"{name}_scale", sc, shape=tuple(want), dtypes=(torch.float32,))
         elif sc is not None:
-            raise ValueError(f"{op}: {name}_scale is only for float8_e4m3fn {name}, but {name} is {t.dtype}")
+            raise ValueError(f"{op}: {name}_scale is only for float8_e4m3fn {name}, but {name} is {_dt(t.dtype)}")
         elif t.dtype != q.dtype:
-            raise TypeError(f"{op}: {name} must have q's dtype {q.dtype} (or float8_e4m3fn), got {t.dtype}")
+            raise TypeError(f"{op}: {name} must have q's dtype {_dt(q.dtype)} (or float8_e4m3fn), got {_dt(t.dtype)}")
     check_same_device(op, q=q, k=k, v=v, k_scale=k_scale, v_scale=v_scale)
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()

@@ -176,16 +176,22 @@ def load_checkpoint(path: str, model, opt) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # the loop
 
-def lr_at(step: int, steps: int, lr: float, warmup: int = 50) -> float:
-    return lr * min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
+def lr_at(step: int, steps: int, lr: float, warmup: int = 50, frac: float | None = None) -> float:
+    """Warm-up then cosine decay; `frac` (progress in [0, 1]) overrides step/steps (wall-time schedules)."""
+    f = step / max(steps, 1) if frac is None else frac
+    return lr * min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(f, 1.0)))
 
 
 def train(model: LiveActModel, ds: LatentDataset, *, mode: str = "nf", steps: int = 1000, batch: int = 4,
           lr: float = 5e-4, weight_decay: float = 0.01, clip_grad: float = 1.0, seed: int = 0,
           t_sampling: str = "schedule", ckpt: str | None = None, ckpt_every: int = 200, resume: bool = False,
-          minutes: float | None = None, bf16: bool = False, progress: bool = True, backend: str = "torch") -> dict:
+          minutes: float | None = None, bf16: bool = False, progress: bool = True, backend: str = "torch",
+          stop_after: int | None = None, time_schedule: bool = False) -> dict:
     """AdamW + cosine schedule + grad clipping; deterministic for a seed (every step draws its batch and noise
-    from a generator seeded by (seed, step), so a resumed run continues identically). Returns a summary."""
+    from a generator seeded by (seed, step), so a resumed run continues identically). With time_schedule and
+    `minutes`, the cosine follows max(step/steps, elapsed/minutes) so a wall-time budget still anneals the
+    learning rate on a busy machine (then the stopping point, not the per-step computation, depends on speed).
+    Returns a summary."""
     cfg = model.config
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
     step0 = 0
@@ -200,20 +206,27 @@ def train(model: LiveActModel, ds: LatentDataset, *, mode: str = "nf", steps: in
     for step in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         idx = torch.randint(len(ds), (batch,), generator=g)
+        frac = None
+        if time_schedule and minutes is not None:
+            frac = max(step / steps, (time.time() - t0) / (minutes * 60))
         for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, steps, lr)
+            grp["lr"] = lr_at(step, steps, lr, frac=frac)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = forcing_loss(model, make_batch(ds, idx, cfg), mode, g, t_sampling, backend)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         done = step + 1
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}", gnorm=f"{float(gn):.2f}")
         if ckpt and done % ckpt_every == 0:
             save_checkpoint(ckpt, model, opt, done, args)
         if minutes is not None and time.time() - t0 > minutes * 60:
+            break
+        if frac is not None and frac >= 1.0:
+            break
+        if stop_after is not None and done >= stop_after:  # simulated interruption (tests of --resume)
             break
     if ckpt:
         save_checkpoint(ckpt, model, opt, done, args)
@@ -232,6 +245,8 @@ def main(argv=None):
                    "df = diffusion forcing")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--minutes", type=float, default=None, help="hard wall-time stop (the schedule uses --steps)")
+    p.add_argument("--time-schedule", action="store_true",
+                   help="anneal the learning rate over --minutes of wall time (busy machines)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--blocks", type=int, default=4, help="blocks per training clip (>= 3 trains memory_proj)")
@@ -256,7 +271,8 @@ def main(argv=None):
     model = LiveActModel(cfg, backend="torch").init_weights(a.seed)
     os.makedirs(os.path.dirname(os.path.abspath(a.ckpt)), exist_ok=True)
     res = train(model, ds, mode=a.mode, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, t_sampling=a.t_sampling,
-                ckpt=a.ckpt, resume=a.resume, minutes=a.minutes, bf16=a.bf16)
+                ckpt=a.ckpt, resume=a.resume, minutes=a.minutes, bf16=a.bf16,
+                time_schedule=a.time_schedule)
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         save_dit(model, a.out, {k: v for k, v in res.items() if k != "losses"} | {"blocks": a.blocks,

@@ -17,6 +17,7 @@ namespace {
 constexpr int64_t kKeyTile = 512;  // keys per tile: S [M, 512] fp32 and the K/V tiles stay in L2
 constexpr int64_t kRowTile = 256;  // stacked query rows (queries x GQA group) per GEMM
 constexpr int64_t kMaxSubTiles = 4;  // row sub-tiles per task
+constexpr int64_t kAudioRowTile = 256;  // audio cross-attention: query rows per task
 
 // GEMM element type per storage type; 16-bit types use the VNNI (pairs along K) layout for the B operand.
 template <typename CT> struct GemmT;
@@ -182,17 +183,24 @@ inline void interleave_pairs_u16(const uint16_t* rows, int64_t ld, int64_t n_pai
 }
 
 #if defined(__AVX512F__)
-// exp(x) for x <= 0 (scores minus their running max): Cody-Waite reduction and a degree-7 Taylor polynomial,
-// ~1 ulp over the range that matters; exp of anything below -104 is 0.
+// exp(x) for x <= 0 (scores minus their running max): Cody-Waite reduction and a Taylor polynomial of degree 7
+// (kPrecise, ~1 ulp, for fp32 inputs) or 5 (relative error < 3e-6, far below the bf16 rounding of P that
+// follows); exp of anything below -104 is 0.
+template <bool kPrecise>
 inline __m512 exp512(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.f / 5040.f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+  __m512 p;
+  if constexpr (kPrecise) {
+    p = _mm512_set1_ps(1.f / 5040.f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+  } else {
+    p = _mm512_set1_ps(1.f / 120.f);
+  }
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
@@ -228,7 +236,7 @@ inline float exp_store(const float* s, const float* f, float c, float shift, con
   const __m512 sh = _mm512_set1_ps(shift), vc = _mm512_set1_ps(c);
   __m512 vs = _mm512_setzero_ps();
   for (; j + 16 <= n; j += 16) {
-    __m512 e = exp512(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), f ? _mm512_loadu_ps(f + j) : vc, sh));
+    __m512 e = exp512<std::is_same_v<CT, float>>(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), f ? _mm512_loadu_ps(f + j) : vc, sh));
     vs = _mm512_add_ps(vs, e);
     if (g) e = _mm512_mul_ps(e, _mm512_loadu_ps(g + j));
     if constexpr (std::is_same_v<CT, float>) {
@@ -272,8 +280,8 @@ struct Workspace {
   std::vector<CT> qs, krows, kt, vrows, vv, p;
   std::vector<float> s, o, otmp, colk, colv, alpha;
   std::vector<SoftmaxRow> st;
-  void reserve(int64_t M, int64_t Dp, int64_t Dh, int64_t tk) {
-    const int64_t Ms = std::min(M, kRowTile);
+  void reserve(int64_t M, int64_t Dp, int64_t Dh, int64_t tk, int64_t row_tile) {
+    const int64_t Ms = std::min(M, row_tile);
     qs.resize(M * Dp);
     krows.resize(tk * Dp);
     kt.resize(Dp * tk);
@@ -317,7 +325,7 @@ struct KVBlock {
 
 template <typename QT, typename KT, typename VT, typename CT = typename ComputeT<QT>::type>
 void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& kb_k, const KVBlock<VT>& kb_v,
-                  int64_t Dh, bool causal, float sm_scale) {
+                  int64_t Dh, bool causal, float sm_scale, int64_t row_tile = kRowTile) {
   constexpr bool kVnni = GemmT<CT>::vnni;
   constexpr bool kKf8 = std::is_same_v<KT, fp8e4m3_t>;
   constexpr bool kVf8 = std::is_same_v<VT, fp8e4m3_t>;
@@ -327,7 +335,7 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
   int64_t nk_eff = nk;
   if (causal) nk_eff = std::min(nk, causal_last_key(rb.q0 + rb.n_rows - 1, rb.n_q, nk) + 1);
   const int64_t tk_max = std::min<int64_t>(kKeyTile, std::max<int64_t>(nk_eff, 1));
-  w.reserve(M, Dp, Dh, round_up(tk_max, 2));
+  w.reserve(M, Dp, Dh, round_up(tk_max, 2), row_tile);
 
   for (int64_t i = 0; i < rb.n_rows; ++i)
     for (int64_t r = 0; r < rb.rep; ++r) {
@@ -335,8 +343,17 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
       load_row<CT, QT>(rb.q + i * rb.q_tok + r * rb.q_head, dst, Dh);
       if (Dp > Dh) dst[Dh] = from_float<CT>(0.f);
     }
-  std::fill(w.o.begin(), w.o.begin() + M * Dh, 0.f);
   for (int64_t m = 0; m < M; ++m) w.st[m] = softmax_init();
+  // One key tile (short K/V, e.g. the 32 audio tokens): the GEMM result of each row sub-tile is final and is
+  // normalised straight into out, skipping the fp32 accumulator passes.
+  const bool single = nk_eff > 0 && nk_eff <= kKeyTile;
+  auto emit = [&](int64_t m, float* o, float factor) {  // o * factor -> out row m, and its lse
+    const int64_t i = m / rb.rep, r = m % rb.rep;
+    axpby(o, factor, o, 0.f, Dh);
+    store_row<QT>(o, rb.out + i * rb.o_tok + r * rb.o_head, Dh);
+    if (rb.lse) rb.lse[r * rb.lse_head + i] = softmax_lse(w.st[m]);
+  };
+  if (!single) std::fill(w.o.begin(), w.o.begin() + M * Dh, 0.f);
 
   for (int64_t j0 = 0; j0 < nk_eff; j0 += kKeyTile) {
     const int64_t tk = std::min(kKeyTile, nk_eff - j0);
@@ -405,9 +422,15 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
     const CT* vb = kVnni ? w.vv.data() : vrows;
     const int64_t vb_ld = kVnni ? Dh : v_ld;
 
-    for (int64_t m0 = 0; m0 < M; m0 += kRowTile) {
-      const int64_t ms = std::min(kRowTile, M - m0);
-      if (causal && causal_last_key(rb.q0 + (m0 + ms - 1) / rb.rep, rb.n_q, nk) < j0) continue;  // all masked
+    for (int64_t m0 = 0; m0 < M; m0 += row_tile) {
+      const int64_t ms = std::min(row_tile, M - m0);
+      if (causal && causal_last_key(rb.q0 + (m0 + ms - 1) / rb.rep, rb.n_q, nk) < j0) {  // all masked
+        if (single) {
+          std::fill(w.otmp.begin(), w.otmp.begin() + Dh, 0.f);
+          for (int64_t x = 0; x < ms; ++x) emit(m0 + x, w.otmp.data(), 0.f);
+        }
+        continue;
+      }
       brgemm<CT>(ms, tkp, Dp, Dp, tkp, tkp, w.qs.data() + m0 * Dp, w.kt.data(), w.s.data());
       // online softmax over the tile, row by row
       for (int64_t x = 0; x < ms; ++x) {
@@ -428,19 +451,17 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
       }
       const CT* P = std::is_same_v<CT, float> ? reinterpret_cast<const CT*>(w.s.data()) : w.p.data();
       brgemm<CT>(ms, Dh, tkp, tkp, vb_ld, Dh, P, vb, w.otmp.data());
+      if (single) {
+        for (int64_t x = 0; x < ms; ++x) emit(m0 + x, w.otmp.data() + x * Dh, softmax_inv_sum(w.st[m0 + x]) * vmax);
+        continue;
+      }
       for (int64_t x = 0; x < ms; ++x)
         axpby(w.o.data() + (m0 + x) * Dh, w.alpha[x], w.otmp.data() + x * Dh, vmax, Dh);
     }
   }
   // normalise and write out / lse through their strides
-  for (int64_t i = 0; i < rb.n_rows; ++i)
-    for (int64_t r = 0; r < rb.rep; ++r) {
-      const int64_t m = i * rb.rep + r;
-      float* o = w.o.data() + m * Dh;
-      axpby(o, softmax_inv_sum(w.st[m]), o, 0.f, Dh);
-      store_row<QT>(o, rb.out + i * rb.o_tok + r * rb.o_head, Dh);
-      if (rb.lse) rb.lse[r * rb.lse_head + i] = softmax_lse(w.st[m]);
-    }
+  if (!single)
+    for (int64_t m = 0; m < M; ++m) emit(m, w.o.data() + m * Dh, softmax_inv_sum(w.st[m]));
 }
 
 // Runs task(t, workspace) for t in [0, n) on all threads, tasks handed out dynamically (causal rows and
@@ -557,7 +578,7 @@ void audio_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, i
                 bool zero_first, float sm_scale, at::Tensor& out) {
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), Dh = q.size(3);
   const int64_t T = L / fl, Na = k.size(2);
-  const int64_t rows = std::min<int64_t>(fl, kRowTile);
+  const int64_t rows = std::min<int64_t>(fl, kAudioRowTile);
   const int64_t nchunk = (fl + rows - 1) / rows;
   using CT = typename ComputeT<QT>::type;
   const QT* qp = cptr<QT>(q);
@@ -579,7 +600,7 @@ void audio_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, i
                    nullptr, nullptr, 0, 0, Na};
     KVBlock<QT> vb{nullptr, vp + b * v.stride(0) + fa * v.stride(1) + h * v.stride(3), 0, v.stride(2),
                    nullptr, nullptr, 0, 0, Na};
-    attend_block<QT, QT, QT>(w, rb, kb, vb, Dh, false, sm_scale);
+    attend_block<QT, QT, QT>(w, rb, kb, vb, Dh, false, sm_scale, kAudioRowTile);
   });
 }
 

@@ -23,6 +23,7 @@ def _frames_tchw(frames: torch.Tensor) -> torch.Tensor:
         frames = frames.permute(1, 0, 2, 3)
     if frames.shape[1] != 3:
         raise ValueError(f"frames need 3 colour channels, got shape {tuple(frames.shape)}")
+    frames = frames.detach()
     if frames.dtype == torch.uint8:
         return frames.float() / 255.0
     return (frames.float().clamp(-1, 1) + 1.0) / 2.0

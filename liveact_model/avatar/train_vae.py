@@ -16,12 +16,23 @@ from .vae import TinyVideoVAE
 def train_vae(steps: int = 600, minutes: float | None = None, batch: int = 4, frames: int = 13, lr: float = 2e-3,
               n_clips: int = 96, clip_frames: int = 125, seed: int = 0, out: str | None = None,
               pool: ClipPool | None = None, progress: bool = True,
-              init: str | None = None) -> tuple[TinyVideoVAE, dict]:
+              init: str | None = None, decoder_only: bool = False) -> tuple[TinyVideoVAE, dict]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     pool = pool or ClipPool(n_clips, clip_frames, "train", progress=progress)
     vae = TinyVideoVAE.load(init).train() if init else TinyVideoVAE()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    if decoder_only:
+        # Fine-tune the decoder against a frozen encoder: latents (and their stored mean/std) stay exactly the
+        # same, so a DiT trained on them remains valid.
+        if not init:
+            raise ValueError("decoder_only needs init weights")
+        dec = [p for n, p in vae.named_parameters() if n.startswith("d_")]
+        for n, p in vae.named_parameters():
+            p.requires_grad_(n.startswith("d_"))
+        params = dec
+    else:
+        params = list(vae.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     t0 = time.time()
     bar = tqdm(range(steps), desc="vae", disable=not progress)
     hist = []
@@ -34,24 +45,29 @@ def train_vae(steps: int = 600, minutes: float | None = None, batch: int = 4, fr
         st = torch.randint(pool.n_frames - frames + 1, (batch,), generator=g)
         v = torch.stack([pool.video(int(i), int(s), frames) for i, s in zip(idx, st)])
         w = torch.stack([pool.mouth_weight(int(i)) for i in idx]).view(batch, 1, 1, *v.shape[-2:])
-        z = vae.encode_raw(v)
+        if decoder_only:
+            with torch.no_grad():
+                z = vae.encode_raw(v)
+        else:
+            z = vae.encode_raw(v)
         zn = z + 0.05 * z.detach().std() * torch.randn(z.shape, generator=g)
         rec = vae.decode_raw(zn)
         loss = ((rec - v).abs() * w).mean() / w.mean() + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         hist.append(float(loss))
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if minutes is not None and time.time() - t0 > minutes * 60:
             break
     # Per-channel latent statistics for normalisation (like the Wan wrapper's mean/std).
-    with torch.no_grad():
-        zs = torch.cat([vae.encode_raw(pool.video(i, 0, 1 + 4 * ((pool.n_frames - 1) // 4)).unsqueeze(0))
-                        for i in range(min(len(pool), 32))], 0)
-        vae.latent_mean.copy_(zs.mean((0, 2, 3, 4)))
-        vae.latent_std.copy_(zs.std((0, 2, 3, 4)).clamp_min(1e-4))
+    if not decoder_only:
+        with torch.no_grad():
+            zs = torch.cat([vae.encode_raw(pool.video(i, 0, 1 + 4 * ((pool.n_frames - 1) // 4)).unsqueeze(0))
+                            for i in range(min(len(pool), 32))], 0)
+            vae.latent_mean.copy_(zs.mean((0, 2, 3, 4)))
+            vae.latent_std.copy_(zs.std((0, 2, 3, 4)).clamp_min(1e-4))
     vae.eval()
     if out:
         vae.save(out)
@@ -69,13 +85,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="assets/avatar_vae.safetensors")
     p.add_argument("--init", default=None, help="continue from these VAE weights")
+    p.add_argument("--decoder-only", action="store_true", help="freeze the encoder (latents stay identical)")
     p.add_argument("--frames", type=int, default=13, help="frames per training clip (1 + 4k)")
     p.add_argument("--lr", type=float, default=2e-3)
     a = p.parse_args(argv)
     # One thread: on the shared 2-core machine two threads wait on each other (measured 10x slower under load).
     torch.set_num_threads(a.threads)
     _, info = train_vae(a.steps, a.minutes, a.batch, a.frames, a.lr, n_clips=a.clips, seed=a.seed, out=a.out,
-                        init=a.init)
+                        init=a.init, decoder_only=a.decoder_only)
     print(info)
 
 
