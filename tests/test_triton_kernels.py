@@ -192,7 +192,7 @@ def test_attention_fp8_kv(pv_fp8):
     q = rnd(B, Nq, H, Dh, dtype=torch.bfloat16)
     kq, ks, vq, vs = _quant_kv(rnd(B, Nk, Hk, Dh, scale=3.0), rnd(B, Nk, Hk, Dh))
     out = nan_like(q)
-    attention_fwd_triton(q, kq, vq, ks, vs, False, Dh ** -0.5, out, None, pv_fp8=pv_fp8)
+    attention_fwd_triton(q, kq, vq, ks, vs, False, Dh ** -0.5, out, None, qk_fp8=True, pv_fp8=pv_fp8)
     kd, vd = kq.float() * ks, vq.float() * vs
     exact = R.attention_ref(q.float(), kd, vd, tensor_layout="NHD")
     emul = _emulated_fp8_qk_attention(q, kd, vd, tensor_layout="NHD")
@@ -202,9 +202,11 @@ def test_attention_fp8_kv(pv_fp8):
     # vs the exact reference: the FP8 Q (and P) quantisation error on i.i.d. Gaussian data, where outputs are
     # small averages and relative errors largest (measured cos 0.9988 / rel_l1 0.046 bf16 P, 0.9986 / 0.050 e4m3 P)
     assert_fp8_close(out, exact, {"rel_l1": 0.07})
-    if not pv_fp8:   # the public op (default P.V in bf16), GQA, NHD
-        o = lk.attention(q, kq, vq, tensor_layout="NHD", k_scale=ks, v_scale=vs, backend="triton")
-        assert torch.equal(o, out)
+    # the public op: exact dequantisation (K, V widened in registers). Like FlashAttention, P is rounded to bf16
+    # for the tensor-core P.V, on top of the output rounding the yardstick has: with this peaked softmax
+    # (K scale 3, outputs up to ~3) the measured max error is 2.25x the yardstick's, hence k = 3.
+    o = lk.attention(q, kq, vq, tensor_layout="NHD", k_scale=ks, v_scale=vs, backend="triton")
+    assert_close_to_ref(o, exact, R.attention_ref(q, kd, vd, tensor_layout="NHD"))
 
 
 # ------------------------------------------------------------------------------------- audio attention
