@@ -29,12 +29,12 @@ def test_compiles_without_spills_and_fits_shared_memory(sweep, name, cc):
     assert r["dyn_shared"] + r["shared"] <= aot.SMEM_LIMIT[cc], f"{name} sm_{cc} shared memory: {r}"
 
 
-@pytest.mark.parametrize("name", ["attention[fp8 kv]", "attention[fp8 kv, fp8 pv]", "cache_attention[fp8]",
+@pytest.mark.parametrize("name", ["attention[fp8 kv, fp8 qk]", "attention[fp8 kv, fp8 qk+pv]", "cache_attention[fp8]",
                                   "cache_attention[fp8, fp8 pv]", "fp8_linear"])
 def test_fp8_kernels_use_wgmma_e4m3_on_sm90(sweep, name):
     r = sweep[f"{name}@90"]
     assert r["mix"]["wgmma_e4m3"] > 0 and r["wgmma_e4m3_lines"] > 0, r["mix"]
-    if "fp8 pv" in name or name == "fp8_linear":   # every dot in e4m3
+    if "pv" in name or name == "fp8_linear":   # every dot in e4m3
         assert r["mix"]["wgmma"] == r["mix"]["wgmma_e4m3"], r["mix"]
 
 
@@ -44,7 +44,7 @@ def test_bf16_attention_uses_wgmma_on_sm90_and_mma_on_sm80(sweep, name):
     assert sweep[f"{name}@80"]["mix"]["mma"] > 0
 
 
-@pytest.mark.parametrize("name", ["attention[fp8 kv]", "cache_attention[fp8]", "fp8_linear"])
+@pytest.mark.parametrize("name", ["attention[fp8 kv, fp8 qk]", "cache_attention[fp8]", "fp8_linear"])
 def test_fp8_kernels_use_e4m3_mma_on_sm89(sweep, name):
     mix = sweep[f"{name}@89"]["mix"]
     assert mix["mma_e4m3"] > 0 and mix["wgmma"] == 0, mix

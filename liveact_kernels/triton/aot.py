@@ -272,13 +272,13 @@ def _fp8_linear():
                                          _e(13824, dtype=FP32), _e(13824, dtype=FP32), _e(NQ, 13824))
 
 
-def _attention(kv, pv_fp8=False, causal=False):
+def _attention(kv, qk_fp8=False, pv_fp8=False, causal=False):
     from .attention import attention_fwd_triton
     kvd = FP8 if kv == "fp8" else BF16
     sc = _e(1, NK, H, 1, dtype=FP32) if kv == "fp8" else None
     return lambda: attention_fwd_triton(_e(1, NQ, H, DH), _e(1, NK, H, DH, dtype=kvd), _e(1, NK, H, DH, dtype=kvd),
                                         sc, sc, causal, DH ** -0.5, _e(1, NQ, H, DH), _e(1, H, NQ, dtype=FP32),
-                                        pv_fp8=pv_fp8)
+                                        qk_fp8=qk_fp8, pv_fp8=pv_fp8)
 
 
 def _cache_attention(kv, pv_fp8=False):
@@ -343,18 +343,23 @@ def specs() -> tuple:
         Spec("attention[bf16,causal]", "attention", "q [1, 9360, 40, 128] vs k/v [1, 16380, 40, 128] bf16",
              _attention("bf16", causal=True), ALL, flops=1.0 * H * (2 * NK - NQ) * NQ * 2 * DH,
              bytes=2 * (2 * NQ + 2 * NK) * D, precision="bf16"),
-        Spec("attention[fp8 kv]", "attention", "q bf16 [1, 9360, 40, 128] vs fp8 k/v [1, 16380, 40, 128]",
-             _attention("fp8"), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
+        Spec("attention[fp8 kv]", "attention", "q bf16 [1, 9360, 40, 128] vs fp8 k/v [1, 16380, 40, 128], exact "
+             "dequantisation (the op's default)", _attention("fp8"), FP8_TARGETS, flops=attn_flops,
+             bytes=2 * 2 * NQ * D + 2 * NK * D, precision="bf16"),
+        Spec("attention[fp8 kv, fp8 qk]", "attention", "as attention[fp8 kv], Q.K^T in e4m3 (qk_fp8=True)",
+             _attention("fp8", qk_fp8=True), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
              precision="fp8+bf16"),
-        Spec("attention[fp8 kv, fp8 pv]", "attention", "as attention[fp8 kv], P.V in e4m3",
-             _attention("fp8", pv_fp8=True), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
+        Spec("attention[fp8 kv, fp8 qk+pv]", "attention", "as attention[fp8 kv], both dots in e4m3",
+             _attention("fp8", qk_fp8=True, pv_fp8=True), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
              precision="fp8"),
+        Spec("cache_attention[fp8].k_mean", "cache_attention", "pre-pass: sum of roped fp8 keys [1, 16380, 40, 128]",
+             _cache_attention("fp8"), FP8_TARGETS, flops=8 * NK * D, bytes=NK * D + 4 * NK * H),
         Spec("cache_attention[fp8]", "cache_attention", "q bf16 [1, 9360, 40, 128] vs fp8 cache 14 x 1170 tokens",
              _cache_attention("fp8"), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
-             precision="fp8+bf16"),
+             precision="fp8+bf16", launch_index=1),
         Spec("cache_attention[fp8, fp8 pv]", "cache_attention", "as cache_attention[fp8], P.V in e4m3",
              _cache_attention("fp8", pv_fp8=True), FP8_TARGETS, flops=attn_flops, bytes=2 * 2 * NQ * D + 2 * NK * D,
-             precision="fp8"),
+             precision="fp8", launch_index=1),
         Spec("cache_attention[bf16]", "cache_attention", "q bf16 [1, 9360, 40, 128] vs bf16 cache 14 x 1170",
              _cache_attention("bf16"), ALL, flops=attn_flops, bytes=2 * (2 * NQ + 2 * NK) * D, precision="bf16"),
         Spec("audio_cross_attention", "audio_cross_attention", "q [1, 9360, 40, 128] bf16, 8 frames x 32 audio tokens",

@@ -1,13 +1,15 @@
 """Triton flash attention for the `attention` op: bf16/fp16/fp32 Q/K/V, or FP8 e4m3 K/V with per-(token, head)
 scales applied in registers; NHD/HND through strides; GQA; bottom-right causal mask; LSE (natural log).
 
-Online softmax in base 2 (scale * log2(e) folded into the scores). With FP8 K/V (and an FP8-capable target:
-sm_89+, or the interpreter), Q*K^T runs as an e4m3 x e4m3 dot: each query row is quantised in registers with
+Online softmax in base 2 (scale * log2(e) folded into the scores). With FP8 K/V the default is exact
+dequantisation in registers (K, V widened to q's dtype; per-key scales on S's and P's columns). Opt-in
+(qk_fp8=True, an FP8-capable target: sm_89+, or the interpreter), Q*K^T runs as an e4m3 x e4m3 dot: each query row is quantised in registers with
 its own scale (amax/448, a finer granularity than SageAttention's per-block Q scale), K is used exactly as
 stored, and the per-key scales multiply the columns of S after the dot (S_ij = qs_i * ks_j * sum_d qq_id kq_jd,
-the exact algebra of dequantisation, so K is never re-quantised). P*V: the per-key V scales fold into P's
-columns; then either a bf16/fp16 dot with V widened in registers (e4m3 values are exact in bf16; default), or
-(PV_FP8) an e4m3 dot with P' = P * vs / max(vs) * 448 and the block's max(vs)/448 applied to the product.
+the exact algebra of dequantisation, so K is never re-quantised). P*V with FP8 V: the per-key V scales fold
+into P's columns as P' = P * vs / max(vs) in [0, 1], then either an fp16 dot with V widened in registers (e4m3
+values are exact in fp16; P' keeps 11 mantissa bits; default), or (PV_FP8) an e4m3 dot with P' * 448; the
+block's max(vs) (/448) multiplies the product. fp32 q: fp32 dots throughout.
 Accumulation is fp32 throughout.
 
 H100 sizing at LiveAct's self-attention (B 1, H 40, Dh 128, Nq 9360, Nk 16380):
@@ -19,8 +21,8 @@ H100 sizing at LiveAct's self-attention (B 1, H 40, Dh 128, Nq 9360, Nk 16380):
   128x128 fp32 over 256 threads = 64 + 64 registers per thread: 253 registers, no spills (compile report).
   bf16 inputs on sm_90: BLOCK_N 64 (halves the S tile; 174 registers, 132 KB for 3 stages of 16+16 KB).
   Grid: ceil(9360/128) * 40 = 2960 programs = 22.4 waves over 132 SMs (1 CTA/SM).
-  sm_89 / sm_80 (99 / 163 KB, mma.sync): BLOCK_N 64, 2 stages; FP8 K/V also BLOCK_M 64 and 4 warps, which
-  keeps the e4m3 staging of Q and P within 255 registers.
+  sm_89 / sm_80 (99 / 163 KB, mma.sync): BLOCK_N 64, 2 stages; FP8 K/V on sm_89: BLOCK_M 64 x BLOCK_N 32,
+  4 warps, which keeps the conversions of K, V and P within 255 registers (no spills).
 """
 from __future__ import annotations
 
@@ -100,8 +102,14 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
                 vmax = tl.maximum(tl.max(vs, axis=0), 1e-30)
                 pq = (p * (vs * (448.0 / vmax))[None, :]).to(tl.float8e4nv)
                 acc += tl.dot(pq, v) * (vmax / 448.0)
+            elif q.dtype == tl.float32:
+                acc = tl.dot(p * vs[None, :], v.to(tl.float32), acc, input_precision="ieee")
             else:
-                acc = tl.dot((p * vs[None, :]).to(q.dtype), v.to(q.dtype), acc, input_precision="ieee")
+                # P.V in fp16 whatever q's 16-bit dtype: e4m3 values are exact in fp16, and P * vs / max(vs)
+                # in [0, 1] keeps 11 mantissa bits (bf16 would keep 8); the block's max(vs) scales the product
+                vmax = tl.maximum(tl.max(vs, axis=0), 1e-30)
+                p16 = (p * (vs / vmax)[None, :]).to(tl.float16)
+                acc += tl.dot(p16, v.to(tl.float16)) * vmax
         else:
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
         m_i = m_new
@@ -122,14 +130,19 @@ def config(head_dim: int, kv_fp8: bool, cc: int = 90) -> dict:
         cfg.update(BLOCK_M=64, BLOCK_N=64, num_warps=4)
     if cc < 90:   # Ada / Ampere: 99 / 163 KB smem, mma.sync keeps more registers live than wgmma
         cfg.update(BLOCK_N=64, num_stages=2)
-        if kv_fp8:   # the e4m3 staging of Q and P: a 64-row tile keeps it within 255 registers (no spills)
-            cfg.update(BLOCK_M=64, num_warps=4)
+        if kv_fp8:   # the fp8 -> fp16/e4m3 staging: a 64 x 32 tile keeps it within 255 registers (no spills)
+            cfg.update(BLOCK_M=64, BLOCK_N=32, num_warps=4)
     return cfg
 
 
-def attention_fwd_triton(q, k, v, k_scale, v_scale, is_causal, sm_scale, out, lse, *, pv_fp8: bool = False):
+def attention_fwd_triton(q, k, v, k_scale, v_scale, is_causal, sm_scale, out, lse, *, qk_fp8: bool = False,
+                         pv_fp8: bool = False):
     """q, out: (B, Nq, Hq, Dh); k, v: (B, Nk, Hkv, Dh) (NHD views of any layout); k_scale/v_scale (B, Nk, Hkv, 1)
-    fp32 when k/v are float8_e4m3fn; lse: (B, Hq, Nq) fp32 or None."""
+    fp32 when k/v are float8_e4m3fn; lse: (B, Hq, Nq) fp32 or None.
+    With FP8 K/V the default (what the `attention` op runs) dequantises exactly: K and V are widened to q's
+    dtype in registers (e4m3 values are exact in bf16/fp16) and the scales applied to S's columns and P's
+    columns, so the result obeys the same FA3 accuracy rule as bf16 attention. qk_fp8 / pv_fp8 (sm_89+) select
+    the e4m3 tensor-core dots described in the module docstring, trading accuracy for twice the peak."""
     B, Nq, Hq, Dh = q.shape
     Nk, Hk = k.shape[1], k.shape[2]
     if B * Nq * Hq == 0:
@@ -138,7 +151,7 @@ def attention_fwd_triton(q, k, v, k_scale, v_scale, is_causal, sm_scale, out, ls
     if kv_fp8 != (v.dtype == torch.float8_e4m3fn):
         raise TypeError(f"attention (triton): k and v must both be float8_e4m3fn or neither, got {k.dtype}, {v.dtype}")
     cc = device_cc(q.device)
-    qk_fp8 = kv_fp8 and cc >= 89
+    qk_fp8 = bool(qk_fp8) and kv_fp8 and cc >= 89
     cfg = config(Dh, kv_fp8, cc)
     ks = k_scale if k_scale is not None else q
     vs = v_scale if v_scale is not None else q

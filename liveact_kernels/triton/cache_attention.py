@@ -13,9 +13,12 @@ Numerics. RoPE rotates channel pairs (2i, 2i+1): each Q or K tile is loaded cont
 split into even/odd channel halves in registers (reshape + split), rotated in fp32, and the dot is split:
 S = Q_even . K_even^T + Q_odd . K_odd^T. FP8 path (QK_FP8): after RoPE each query row and each key row is
 quantised to e4m3 with its own scale (amax/448), S = qs_i * ks_j * (e4m3 dots): per-token scales are at least
-as fine as SageAttention's per-block ones. P.V as in attention.py: V's per-key scales fold into P; P.V in bf16
-(default) or e4m3 (PV_FP8). K smoothing (SageAttention's mean subtraction) is not implemented: it needs a
-pre-pass over the roped keys, and on the i.i.d. test data it cannot change the error.
+as fine as SageAttention's per-block ones. P.V as in attention.py: V's per-key scales fold into P; P.V in fp16
+(default; bf16 for a bf16 cache) or e4m3 (PV_FP8). K smoothing (SMOOTH, default with the FP8 path): a pre-pass sums the roped keys
+per (batch, kv head, channel) with atomics (one read of K: 84 MB fp8 at LiveAct's shapes, 0.025 ms at
+3.35 TB/s, projection); the main kernel subtracts the mean after RoPE and before quantising K, which shrinks
+the per-key amax when K has a per-channel offset (as keys after a learned RMSNorm weight typically do) and
+changes S by a per-row constant that softmax ignores; the LSE adds q.mean back.
 
 H100 sizing at 720x416 (fl 1170, H 40, Dh 128; Nq 9360 = 8 frames, Nk 16380 = 14 slots):
   tensor work 4*H*Dh*Nq*Nk = 3.14e12 FLOP: QK half in fp8 (1979 TFLOP/s) 0.79 ms + PV half in bf16 (989)
@@ -25,10 +28,10 @@ H100 sizing at 720x416 (fl 1170, H 40, Dh 128; Nq 9360 = 8 frames, Nk 16380 = 14
   and the tile's 2.1 MFLOP of dots: the K work is amortised over BLOCK_M query rows and is of the order of the
   softmax, which is what limits FlashAttention-3-style kernels on H100. Reaching the 60%-of-FP8-peak goal is
   therefore not established here; bench/test_triton_gpu.py measures it on a GPU.
-  sm_90: BLOCK_M 128 x BLOCK_N 64, 8 warps (2 warp groups, wgmma m64), 2 stages: 245 registers, 149 KB of
+  sm_90: BLOCK_M 128 x BLOCK_N 64, 8 warps (2 warp groups, wgmma m64), 2 stages: 247 registers, 149 KB of
   shared memory (< 227 KB; the gathered cos/sin and K staging tiles dominate), no spills. Grid
   ceil(9360/128) x 40 = 2960 CTAs, 1 per SM -> 22.4 waves. sm_89 / sm_80 (99 / 163 KB): BLOCK_M 64 x
-  BLOCK_N 32, 8 warps, 1 stage (16-29 KB, 187-209 registers, no spills); the numbers are in
+  BLOCK_N 32, 8 warps, 1 stage (16-29 KB, 191-209 registers, no spills); the numbers are in
   docs/gpu-compile-report.md, regenerated from the compiled kernels.
 """
 from __future__ import annotations
@@ -48,7 +51,7 @@ FP8 = torch.float8_e4m3fn
 
 
 @triton.jit
-def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
+def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr, km_ptr,
                        cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr,
                        Nq, Nk, Hq, n_rep, fl, w, Tq, qk_scale,
                        sqb, sqn, sqh, sqd, skb, skn, skh, skd, svb, svn, svh, svd,
@@ -56,7 +59,8 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
                        T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr,
                        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       KV_FP8: tl.constexpr, QK_FP8: tl.constexpr, PV_FP8: tl.constexpr, HAS_LSE: tl.constexpr):
+                       KV_FP8: tl.constexpr, QK_FP8: tl.constexpr, PV_FP8: tl.constexpr, HAS_LSE: tl.constexpr,
+                       SMOOTH: tl.constexpr):
     # q: (B, Nq, Hq, Dh) pre-RoPE; k/v: (B, >=Nk, Hkv, Dh) pre-RoPE cache; ks/vs (B, Nk, Hkv) fp32;
     # cos/sin tables: time rows [0, Tq) for the query frames, row Tq + s for cache slot s
     pid_m = tl.program_id(0)
@@ -79,6 +83,11 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
                          (pq // w)[:, None], (pq % w)[:, None], pr[None, :], T0, T1, T2)
     qre = qe * c - qo * s
     qro = qe * s + qo * c
+    if SMOOTH:   # km: (B, Hkv, 2, HALF) fp32 sums of the roped keys over the Nk tokens
+        kmb = km_ptr + (b * (Hq // n_rep) + hk) * 2 * HALF
+        kme = tl.load(kmb + pr) / Nk
+        kmo = tl.load(kmb + HALF + pr) / Nk
+        lse_shift = tl.sum(qre * kme[None, :] + qro * kmo[None, :], axis=1) * qk_scale
     if QK_FP8:
         qs = tl.maximum(tl.maximum(tl.max(tl.abs(qre), axis=1), tl.max(tl.abs(qro), axis=1)) / 448.0, 1e-12)
         qa = (qre / qs[:, None]).to(tl.float8e4nv)
@@ -105,6 +114,9 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
                                 (pk // w)[:, None], (pk % w)[:, None], pr[None, :], T0, T1, T2)
         kre = ke * kc - ko * ksn
         kro = ke * ksn + ko * kc
+        if SMOOTH:   # subtract the mean roped key: S changes by q.mean per row, which softmax ignores
+            kre = kre - kme[None, :]
+            kro = kro - kmo[None, :]
         if QK_FP8:
             ks2 = tl.maximum(tl.maximum(tl.max(tl.abs(kre), axis=1), tl.max(tl.abs(kro), axis=1)) / 448.0, 1e-12)
             ka = (kre / ks2[:, None]).to(tl.float8e4nv)
@@ -131,9 +143,10 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
                 vmax = tl.maximum(tl.max(vsc, axis=0), 1e-30)
                 pq8 = (p * (vsc * (448.0 / vmax))[None, :]).to(tl.float8e4nv)
                 acc += tl.dot(pq8, v) * (vmax / 448.0)
-            else:
-                acc = tl.dot((p * vsc[None, :]).to(q_ptr.dtype.element_ty), v.to(q_ptr.dtype.element_ty), acc,
-                             input_precision="ieee")
+            else:   # fp16 P.V with P * vs / max(vs) (see attention.py): 11 mantissa bits for P
+                vmax = tl.maximum(tl.max(vsc, axis=0), 1e-30)
+                p16 = (p * (vsc / vmax)[None, :]).to(tl.float16)
+                acc += tl.dot(p16, v.to(tl.float16)) * vmax
         else:
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
         m_i = m_new
@@ -141,8 +154,38 @@ def _cache_attn_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
     tl.store(o_ptr + b * sob + offs_m[:, None] * son + h * soh + d[None, :] * sod,
              (acc / l_safe[:, None]).to(o_ptr.dtype.element_ty), mask=mmask[:, None] & dmask[None, :])
     if HAS_LSE:
-        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+        lse2 = m_i + tl.math.log2(l_safe)
+        if SMOOTH:
+            lse2 += lse_shift
+        lse = tl.where(l_i == 0.0, float("-inf"), lse2 * 0.6931471805599453)
         tl.store(lse_ptr + (b * Hq + h) * Nq + offs_m, lse, mask=mmask)
+
+
+@triton.jit
+def _roped_k_sum_kernel(k_ptr, ks_ptr, km_ptr, cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, Nk, Hk, fl, w, Tq,
+                        skb, skn, skh, skd, sksb, sksn, sksh,
+                        T0: tl.constexpr, T1: tl.constexpr, T2: tl.constexpr, HEAD_DIM: tl.constexpr,
+                        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, KV_FP8: tl.constexpr):
+    # km[b, hk, 0|1, :] += sum over this program's keys of the roped even|odd channels (pre-zeroed, fp32)
+    HALF: tl.constexpr = BLOCK_D // 2
+    bh = tl.program_id(0)
+    b = (bh // Hk).to(tl.int64)
+    hk = bh % Hk
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = offs_n < Nk
+    d = tl.arange(0, BLOCK_D)
+    pr = tl.arange(0, HALF)
+    kt = tl.load(k_ptr + b * skb + offs_n[:, None] * skn + hk * skh + d[None, :] * skd,
+                 mask=nmask[:, None] & (d[None, :] < HEAD_DIM), other=0.0).to(tl.float32)
+    if KV_FP8:
+        kt = kt * tl.load(ks_ptr + b * sksb + offs_n * sksn + hk * sksh, mask=nmask, other=0.0)[:, None]
+    ke, ko = tl.split(tl.reshape(kt, [BLOCK_N, HALF, 2]))
+    pk = offs_n % fl
+    c, s = _rope_cos_sin(cf_ptr, sf_ptr, ch_ptr, sh_ptr, cw_ptr, sw_ptr, (Tq + offs_n // fl)[:, None],
+                         (pk // w)[:, None], (pk % w)[:, None], pr[None, :], T0, T1, T2)
+    kmb = km_ptr + bh.to(tl.int64) * 2 * HALF
+    tl.atomic_add(kmb + pr, tl.sum(ke * c - ko * s, axis=0))
+    tl.atomic_add(kmb + HALF + pr, tl.sum(ke * s + ko * c, axis=0))
 
 
 def config(kv_fp8: bool, cc: int = 90) -> dict:
@@ -181,7 +224,7 @@ def _positions(name, p, n):
 
 def cache_attention(q, k_cache, v_cache, *, grid_hw, q_frame_positions, k_scale=None, v_scale=None,
                     kv_frame_positions=None, num_kv_tokens=None, sm_scale=None, theta=10000.0, split=None,
-                    qk_fp8=None, pv_fp8=False, return_lse=False, out=None):
+                    qk_fp8=None, pv_fp8=False, smooth_k=None, return_lse=False, out=None):
     """Attention of the current block's queries over the step's KV cache, RoPE applied on the fly.
 
     q: (batch, Tq*h*w, heads, head_dim), pre-RoPE queries, bf16/fp16 (NHD, LiveAct's layout).
@@ -191,6 +234,8 @@ def cache_attention(q, k_cache, v_cache, *, grid_hw, q_frame_positions, k_scale=
       frames (6..13 for blocks n >= 1, 0..5 for block 0). kv_frame_positions: (S,) positions of the slots
       (default 0..S-1). num_kv_tokens: attend to the first num_kv_tokens cache tokens only (default all; block
       0 uses 6*fl). qk_fp8: e4m3 Q.K^T (default: when the cache is fp8); pv_fp8: e4m3 P.V.
+    smooth_k: subtract the mean roped key before the e4m3 quantisation of K (SageAttention's K smoothing;
+      exact under softmax, the LSE is corrected); default: on with qk_fp8. One extra pass over K.
     Returns out (batch, Tq*h*w, heads, head_dim) in q.dtype, and lse (batch, heads, Tq*h*w) fp32 if return_lse.
     """
     op = "cache_attention"
@@ -251,13 +296,22 @@ def cache_attention(q, k_cache, v_cache, *, grid_hw, q_frame_positions, k_scale=
         ks = k_scale if kv_fp8 else q
         vs = v_scale if kv_fp8 else q
         lse_t = lse if lse is not None else q
+        smooth = use_qk_fp8 if smooth_k is None else bool(smooth_k)
+        HALF = pow2(Dh, 16) // 2
+        km = torch.zeros((B, Hk, 2, HALF), dtype=torch.float32, device=dev) if smooth else out
+        if smooth and Nk:
+            _roped_k_sum_kernel[(B * Hk, triton.cdiv(Nk, 32))](
+                k_cache, ks, km, *tables, Nk, Hk, fl, w, Tq, *k_cache.stride(), *ks.stride()[:3],
+                T0=sp[0] // 2, T1=sp[1] // 2, T2=sp[2] // 2, HEAD_DIM=Dh, BLOCK_D=pow2(Dh, 16), BLOCK_N=32,
+                KV_FP8=kv_fp8, num_warps=8)
         grid = (triton.cdiv(Nq, cfg["BLOCK_M"]), B * Hq)
         _cache_attn_kernel[grid](
-            q, k_cache, v_cache, ks, vs, out, lse_t, *tables, Nq, Nk, Hq, Hq // Hk, fl, w, Tq,
+            q, k_cache, v_cache, ks, vs, out, lse_t, km, *tables, Nq, Nk, Hq, Hq // Hk, fl, w, Tq,
             float(sm_scale if sm_scale is not None else Dh ** -0.5) * LOG2E,
             *q.stride(), *k_cache.stride(), *v_cache.stride(), *ks.stride()[:3], *vs.stride()[:3], *out.stride(),
             T0=sp[0] // 2, T1=sp[1] // 2, T2=sp[2] // 2, HEAD_DIM=Dh, BLOCK_D=pow2(Dh, 16),
             BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], KV_FP8=kv_fp8, QK_FP8=use_qk_fp8,
-            PV_FP8=bool(pv_fp8 and kv_fp8 and cc >= 89), HAS_LSE=return_lse, num_warps=cfg["num_warps"],
+            PV_FP8=bool(pv_fp8 and kv_fp8 and cc >= 89), HAS_LSE=return_lse, SMOOTH=smooth and Nk > 0,
+            num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
     return (out, lse) if return_lse else out
