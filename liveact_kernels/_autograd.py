@@ -20,7 +20,7 @@ class _KernelFwdRefBwd(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         saved = ctx.saved_tensors
-        inputs = [s.detach().requires_grad_(s.requires_grad or s.is_floating_point()) if s is not None else None
+        inputs = [s.detach().requires_grad_(s.requires_grad) if s is not None else None
                   for s in saved]
         with torch.enable_grad():
             outs = ctx.ref_fn(*inputs, *ctx.rest)

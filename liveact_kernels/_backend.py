@@ -22,7 +22,7 @@ TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 _C = None
 _C_ERROR = None
-if importlib.util.find_spec("liveact_kernels._C") is None:
+if importlib.util.find_spec(f"{__package__}._C") is None:
     _C_ERROR = ("liveact_kernels._C is not built (run `pip install --no-build-isolation -e .` or "
                 "`python setup.py build_ext --inplace`)")
 else:
@@ -86,10 +86,10 @@ def triton_launcher(op: str):
         name = TRITON_MODULES.get(op, op)
         if _TRITON_SPEC is not None:
             try:
-                mod = importlib.import_module(f"liveact_kernels.triton.{name}")
+                mod = importlib.import_module(f"{__package__}.triton.{name}")
                 fn = getattr(mod, f"{op}_fwd_triton", None)
             except ModuleNotFoundError as e:
-                if e.name not in (f"liveact_kernels.triton.{name}", "liveact_kernels.triton"):
+                if e.name not in (f"{__package__}.triton.{name}", f"{__package__}.triton"):
                     raise
         _triton_modules[op] = fn
     return _triton_modules[op]

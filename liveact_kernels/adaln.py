@@ -2,6 +2,8 @@
 x + y*gate -> norm -> modulate in one pass). Math in fp32, I/O in x.dtype."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _backend, reference
@@ -9,10 +11,24 @@ from ._autograd import kernel_with_ref_backward, needs_grad
 from ._validate import FLOAT_DTYPES, check_choice, check_modulation, check_out, check_same_device, check_tensor
 
 
-def _mod3(t: torch.Tensor, B: int) -> torch.Tensor:
-    """shift/scale/gate -> contiguous fp32 (batch, frames, dim) for the kernels."""
+def _mod3(t: torch.Tensor, B: int, frames: int | None = None) -> torch.Tensor:
+    """shift/scale/gate -> contiguous fp32 (batch, frames, dim) for the kernels, which take one frame count:
+    a tensor with fewer frames (per-sample: 1) has each of its rows repeated frames / own_frames times, which
+    keeps every token on the same modulation row (token l uses row l // (seqlen / frames))."""
     t = t[:, None, :] if t.dim() == 2 else t
-    return t.float().expand(B, t.shape[1], t.shape[2]).contiguous()
+    t = t.float().expand(B, t.shape[1], t.shape[2])
+    if frames is not None and frames != t.shape[1] and t.shape[1] > 0:
+        t = t.repeat_interleave(frames // t.shape[1], dim=1)
+    return t.contiguous()
+
+
+def _frames(*ts) -> int:
+    """The common frame count of modulation tensors: the lcm of theirs (each divides seqlen, so the lcm does)."""
+    f = 1
+    for t in ts:
+        n = 1 if t.dim() == 2 else t.shape[1]
+        f = f * n // math.gcd(f, n) if n > 0 else f
+    return f
 
 
 def _affine(op, name, t, D, device):
@@ -50,7 +66,8 @@ def adaln_modulate(x, shift, scale, *, eps=1e-6, norm="layer", weight=None, bias
 
     def kernel(x, shift, scale, weight, bias):
         o = out if out is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
-        _backend.launch(op, b, x, _mod3(shift, B), _mod3(scale, B), _affine(op, "weight", weight, D, x.device),
+        Fm = _frames(shift, scale)
+        _backend.launch(op, b, x, _mod3(shift, B, Fm), _mod3(scale, B, Fm), _affine(op, "weight", weight, D, x.device),
                         _affine(op, "bias", bias, D, x.device), float(eps), norm == "rms", o)
         return o
 
@@ -113,7 +130,8 @@ def adaln_residual(x, y, gate, shift, scale, *, eps=1e-6, norm="layer", weight=N
     def kernel(x, y, gate, shift, scale, weight, bias):
         xo = x_out if x_out is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
         o = out if out is not None else torch.empty_like(x, memory_format=torch.contiguous_format)
-        _backend.launch(op, b, x, y, _mod3(gate, B), _mod3(shift, B), _mod3(scale, B),
+        Fm = _frames(gate, shift, scale)
+        _backend.launch(op, b, x, y, _mod3(gate, B, Fm), _mod3(shift, B, Fm), _mod3(scale, B, Fm),
                         _affine(op, "weight", weight, D, x.device), _affine(op, "bias", bias, D, x.device),
                         float(eps), norm == "rms", xo, o)
         return xo, o

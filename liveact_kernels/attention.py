@@ -5,9 +5,14 @@ from __future__ import annotations
 import torch
 
 from . import _backend, reference
+from ._autograd import kernel_with_ref_backward, needs_grad
 from ._validate import FLOAT_DTYPES, check_choice, check_same_device, check_tensor
 
 FP8 = reference.FP8_DTYPE
+
+
+def _dt(dtype):
+    return str(dtype).replace("torch.", "")
 
 
 def _nhd(t, layout):
@@ -21,7 +26,12 @@ def attention(q, k, v, *, tensor_layout="HND", is_causal=False, sm_scale=None, r
     tensor_layout "HND": q (batch, heads, seqlen_q, head_dim), k/v (batch, kv_heads, seqlen_k, head_dim);
     "NHD": (batch, seqlen, heads, head_dim). heads % kv_heads == 0. k and v may be float8_e4m3fn with
     k_scale / v_scale fp32 shaped like k with a last dim of 1. is_causal is bottom-right aligned.
-    Returns out, or (out, lse) with lse (batch, heads, seqlen_q) fp32, natural log.
+    Returns out, or (out, lse) with lse (batch, heads, seqlen_q) fp32, natural log. Rows that see no key
+    (empty k, or causal rows before the first key) give output 0 and lse -inf.
+
+    The CPU kernel converts fp8 K/V tiles exactly to bf16 (fp32/fp16 inputs: fp32) and applies the per-key
+    scales to the logits and probabilities in fp32; the fp8 NaN code (0x7f/0xff) is not propagated there
+    (it reads as +-480 * scale).
     """
     op = "attention"
     check_choice(op, "tensor_layout", tensor_layout, ("HND", "NHD"))
@@ -42,9 +52,9 @@ def attention(q, k, v, *, tensor_layout="HND", is_causal=False, sm_scale=None, r
             want[-1] = 1
             check_tensor(op, f"{name}_scale", sc, shape=tuple(want), dtypes=(torch.float32,))
         elif sc is not None:
-            raise ValueError(f"{op}: {name}_scale is only for float8_e4m3fn {name}, but {name} is {t.dtype}")
+            raise ValueError(f"{op}: {name}_scale is only for float8_e4m3fn {name}, but {name} is {_dt(t.dtype)}")
         elif t.dtype != q.dtype:
-            raise TypeError(f"{op}: {name} must have q's dtype {q.dtype} (or float8_e4m3fn), got {t.dtype}")
+            raise TypeError(f"{op}: {name} must have q's dtype {_dt(q.dtype)} (or float8_e4m3fn), got {_dt(t.dtype)}")
     check_same_device(op, q=q, k=k, v=v, k_scale=k_scale, v_scale=v_scale)
     if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -54,11 +64,21 @@ def attention(q, k, v, *, tensor_layout="HND", is_causal=False, sm_scale=None, r
     if b == "torch":
         return reference.attention_ref(q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=scale,
                                        return_lse=return_lse, k_scale=k_scale, v_scale=v_scale)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
-    _backend.launch(op, b, qn, kn, vn, _nhd(k_scale, tensor_layout), _nhd(v_scale, tensor_layout), bool(is_causal),
-                    scale, _nhd(out, tensor_layout), lse)
-    return (out, lse) if return_lse else out
+
+    def kernel(q, k, v, k_scale, v_scale):
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        lse = torch.empty((B, Hq, Nq), dtype=torch.float32, device=q.device) if return_lse else None
+        _backend.launch(op, b, _nhd(q, tensor_layout), _nhd(k, tensor_layout), _nhd(v, tensor_layout),
+                        _nhd(k_scale, tensor_layout), _nhd(v_scale, tensor_layout), bool(is_causal), scale,
+                        _nhd(out, tensor_layout), lse)
+        return (out, lse) if return_lse else out
+
+    if needs_grad(q, k, v):  # training: the kernel's forward, the reference's backward
+        return kernel_with_ref_backward(
+            kernel, lambda q, k, v, ks, vs: reference.attention_ref(
+                q, k, v, tensor_layout=tensor_layout, is_causal=is_causal, sm_scale=scale, return_lse=return_lse,
+                k_scale=ks, v_scale=vs), (q, k, v, k_scale, v_scale))
+    return kernel(q, k, v, k_scale, v_scale)
 
 
 def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, return_lse=False, **kwargs):

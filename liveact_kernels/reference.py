@@ -271,13 +271,40 @@ def quantize_fp8_ref(x, *, granularity="tensor", block=128):
     saturate to +-448 * scale; NaN stays NaN in q. Returns (q float8_e4m3fn, scale fp32 shaped by
     fp8_scale_shape)."""
     gs = fp8_group_size(x.shape, granularity, block)
-    xf = x.float().reshape(-1, gs) if x.numel() else x.float().reshape(0, max(gs, 1))
+    sshape = fp8_scale_shape(x.shape, granularity, block)
+    if x.numel() == 0:  # empty groups (or none): amax 0, so the minimum scale
+        return torch.empty(x.shape, dtype=FP8_DTYPE, device=x.device), \
+            torch.full(sshape, FP8_MIN_SCALE, dtype=torch.float32, device=x.device)
+    xf = x.float().reshape(-1, gs)
     finite = torch.where(torch.isfinite(xf), xf.abs(), torch.zeros_like(xf))
     amax = finite.amax(dim=1, keepdim=True) if xf.shape[0] else finite.new_zeros(0, 1)
     scale = torch.clamp(amax / FP8_MAX, min=FP8_MIN_SCALE)
     q = torch.clamp(xf / scale, -FP8_MAX, FP8_MAX)  # clamp keeps NaN, saturates +-inf
     q = q.to(FP8_DTYPE).reshape(x.shape)
-    return q, scale.reshape(fp8_scale_shape(x.shape, granularity, block))
+    return q, scale.reshape(sshape)
+
+
+def fp8_scale_group_size(q_shape, scale_shape) -> int:
+    """Elements of q per scale, for a scale that covers contiguous groups of q: 0-D (one scale), or the
+    same rank as q with scale_shape = q_shape[:j] + (c,) + (1,) * (rank - j - 1), where c == q_shape[j], or
+    c divides q_shape[j] when j is the last dim (1 x block tiles). Every granularity of quantize_fp8 has
+    this form. Raises ValueError otherwise."""
+    q_shape, scale_shape = tuple(q_shape), tuple(scale_shape)
+    n = math.prod(q_shape)
+    if len(scale_shape) == 0:
+        return n
+    bad = ValueError(f"scale shape {scale_shape} does not give one scale per contiguous group of q {q_shape} "
+                     f"(expected () or q.shape[:j] + (c,) + (1,)*k, e.g. {q_shape[:-1] + (1,)})")
+    if len(scale_shape) != len(q_shape):
+        raise bad
+    j = max((i for i, c in enumerate(scale_shape) if c != 1), default=-1)
+    if j < 0:
+        return n
+    c, d = scale_shape[j], q_shape[j]
+    block_ok = j == len(q_shape) - 1 and c > 0 and d % c == 0
+    if scale_shape[:j] != q_shape[:j] or not (c == d or block_ok):
+        raise bad
+    return (d // c if c else 0) * math.prod(q_shape[j + 1:])
 
 
 def fp8_expand_scale(scale, shape):
@@ -360,7 +387,7 @@ def fp8_linear_ref(x, weight_q, weight_scale, bias=None, *, out_dtype=None):
     with weight_scale () per tensor or (out,) / (out, 1) per channel; fp32 accumulation.
     Returns (..., out_features) in out_dtype (default x.dtype)."""
     K = x.shape[-1]
-    x2 = x.reshape(-1, K)
+    x2 = x.reshape(math.prod(x.shape[:-1]), K)  # not -1: K may be 0
     xq, xs = quantize_fp8_ref(x2, granularity="token")
     ws = weight_scale.float().reshape(-1)
     acc = torch.matmul(xq.float(), weight_q.float().t())

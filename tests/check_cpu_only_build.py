@@ -18,11 +18,11 @@ with tempfile.TemporaryDirectory() as tmp:
         sys.exit(f"CPU-only build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     assert "building the CPU extension only (LIVEACT_SKIP_CUDA_BUILD is set)" in r.stdout + r.stderr, r.stdout
     pkg = tmp / "pkg"
-    shutil.copytree(root / "liveact_kernels", pkg / "liveact_kernels",
+    shutil.copytree(root / "liveact_kernels", pkg / "liveact_kernels_cpuonly",  # renamed: see test_import.py
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     for so in (tmp / "lib" / "liveact_kernels").glob("_C*.so"):
-        shutil.copy(so, pkg / "liveact_kernels")
-    code = ("import torch, liveact_kernels as lk; i = lk.build_info(); "
+        shutil.copy(so, pkg / "liveact_kernels_cpuonly")
+    code = ("import torch, liveact_kernels_cpuonly as lk; i = lk.build_info(); "
             "assert i['compiled'] and not i['cuda_kernels'], i; "
             "x = torch.randn(4, 256); "
             "torch.testing.assert_close(lk.rms_norm(x, backend='cpu'), lk.reference.rms_norm_ref(x)); "

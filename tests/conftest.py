@@ -40,3 +40,12 @@ KERNEL_BACKENDS = ("cpu", "cuda", "triton")
 def pytest_configure(config):
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         from liveact_kernels.triton import interpreter_fixes  # noqa: F401  (applies the documented workaround)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks every case parametrised with backend="triton" as `triton`, so that `make test-triton`
+    (TRITON_INTERPRET=1 pytest -m triton) runs the per-op tests' Triton cases through the interpreter."""
+    for item in items:
+        cs = getattr(item, "callspec", None)
+        if cs is not None and cs.params.get("backend") == "triton":
+            item.add_marker(pytest.mark.triton)

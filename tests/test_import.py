@@ -20,13 +20,14 @@ def test_build_info_reports_compiled_extension():
 
 
 def test_import_without_compiled_extension(tmp_path):
-    # Copy the Python sources only (no _C*.so) and import from there: the torch backend must work.
+    # Copy the Python sources only (no _C*.so) under another package name (an editable install's import hook
+    # would otherwise win over the copy) and import that: the torch backend must work.
     import shutil
     import pathlib
     src = pathlib.Path(lk.__file__).parent
-    dst = tmp_path / "liveact_kernels"
+    dst = tmp_path / "liveact_kernels_nocompiled"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    code = ("import torch, liveact_kernels as lk; "
+    code = ("import torch, liveact_kernels_nocompiled as lk; "
             "assert not lk.build_info()['compiled']; "
             "x = torch.randn(2, 4, 8); w = torch.ones(8); "
             "torch.testing.assert_close(lk.rms_norm(x, w), lk.reference.rms_norm_ref(x, w)); "

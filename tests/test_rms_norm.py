@@ -45,6 +45,21 @@ def test_rms_norm_strided_and_empty(backend):
     assert lk.rms_norm(e, backend=backend).shape == (0, 64)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_rms_norm_non_unit_channel_stride_and_strided_out(backend):
+    """A transposed x (channel stride != 1) goes through a copy; a non-contiguous out through a temporary;
+    rows sliced from a wider 3-D buffer are read in place with their row stride."""
+    dev = backend_device(backend)
+    require_backend("rms_norm", backend, dev)
+    x = torch.randn(2, 96, 10, device=dev).half().transpose(1, 2)
+    w = torch.randn(96, device=dev)
+    out = torch.full((2, 96, 10), float("nan"), device=dev, dtype=x.dtype).transpose(1, 2)
+    assert lk.rms_norm(x, w, out=out, backend=backend) is out
+    assert_close_to_ref(out, *_ref_pair(x, w))
+    xs = torch.randn(3, 5, 200, device=dev).bfloat16()[:, 1:4, :160]
+    assert_close_to_ref(lk.rms_norm(xs, backend=backend), *_ref_pair(xs, None))
+
+
 def test_rms_norm_opcheck():
     require_backend("rms_norm", "cpu")
     x = torch.randn(4, 96)

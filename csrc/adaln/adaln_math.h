@@ -27,10 +27,13 @@ LIVEACT_HD float norm_rstd(float var_or_ms, float eps) {
 #endif
 }
 
+// (x - mean) * rstd * w + b: the normalised element with the norm's optional affine (w = 1, b = 0 without).
+// RMSNorm is the same with mean = 0.
+LIVEACT_HD float normalize(float x, float mean, float rstd, float w, float b) { return (x - mean) * rstd * w + b; }
+
 // y = ((x - mean) * rstd * w + b) * (1 + scale) + shift, the modulated norm of one element.
 LIVEACT_HD float modulate(float x, float mean, float rstd, float w, float b, float scale, float shift) {
-  float n = (x - mean) * rstd * w + b;
-  return n * (1.0f + scale) + shift;
+  return normalize(x, mean, rstd, w, b) * (1.0f + scale) + shift;
 }
 
 // x + y * gate, the DiT block's gated residual.
