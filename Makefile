@@ -7,7 +7,7 @@ DEPS_STAMP := $(VENV)/.deps-stamp
 BUILD_STAMP := $(VENV)/.build-stamp
 KERNEL_SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py pyproject.toml
 
-.PHONY: venv build test test-python test-triton test-cpu-only-build demo bench bench-table soak clean
+.PHONY: venv build test test-python test-triton test-cpu-only-build test-eval demo showcase bench soak clean
 
 venv: $(DEPS_STAMP)
 $(DEPS_STAMP): requirements.txt
@@ -22,7 +22,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(KERNEL_SOURCES)
 	$(PY) -c "import liveact_kernels as lk; print('liveact build:', lk.build_info())"
 	touch $@
 
-test: build test-python test-triton test-cpu-only-build
+test: build test-python test-triton test-cpu-only-build test-eval
 
 test-python: build
 	$(PY) -m pytest -q tests
@@ -35,10 +35,24 @@ test-triton: build
 test-cpu-only-build: build
 	LIVEACT_SKIP_CUDA_BUILD=1 $(PY) tests/check_cpu_only_build.py
 
+# The tiny avatar's evaluation at CI size: a 2-minute stream (lip-sync proxy, drift, KV bytes and RSS, FPS).
+test-eval: build
+	$(PY) -m liveact_model.evaluate --minutes 2 --skip compare --threads 1 --out out/eval.json
+
+# The main job: stream the bundled image + speech clip through the shipped tiny avatar model.
 demo: build
+	$(PY) -m liveact_model.generate --demo
+
+# Per op: backends available here and the CPU kernel's speed against eager PyTorch.
+showcase: build
 	$(PY) -m liveact_kernels.showcase
 
+# The hour-long stream of issue 6.
+soak: build
+	$(PY) -m liveact_model.evaluate --minutes 60 --skip compare --threads 1 --out out/soak.json
+
 bench: build
+	mkdir -p bench/results
 	$(PY) -m pytest -q bench/ --benchmark-json=bench/results/latest.json
 	$(PY) bench/make_table.py bench/results/latest.json bench/README.md
 
