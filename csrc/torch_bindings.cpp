@@ -20,7 +20,12 @@ TORCH_LIBRARY(liveact, m) {
   m.def("rope3d_fwd(Tensor x, Tensor cos_f, Tensor sin_f, Tensor cos_h, Tensor sin_h, Tensor cos_w, "
         "Tensor sin_w, Tensor(a!) out) -> ()");
   // ---- convkv: x [B, group*M, H, Dh] -> out [B, M, H, Dh]; weight [H*Dh, 1, group] ----
-  m.def("convkv_compress_fwd(Tensor x, Tensor weight, int group, str mode, int frame_len, Tensor(a!) out) -> ()");
+  m.def("convkv_compress_fwd(Tensor x, Tensor weight, int group, str merge, int frame_len, Tensor(a!) out) -> ()");
+  // In-place ConvKV cache update of one layer and step (reference-model.md 4.2): caches (B, S*fl, H, Dh)
+  // bf16/fp16/fp32 or float8_e4m3fn with scales (B, S*fl, H, 1) fp32; weights (H*Dh, group) fp32.
+  m.def("convkv_cache_update_fwd(Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor new_k, Tensor new_v, "
+        "Tensor weight_k, Tensor weight_v, Tensor(c!)? k_scale, Tensor(d!)? v_scale, int frame_len, int group, "
+        "str merge, int sinks, int compressed, int recent, int block) -> ()");
   // ---- causal depthwise conv1d: x [B, C, L], weight [C, W] (causal-conv1d layout) ----
   m.def("causal_dwconv1d_fwd(Tensor x, Tensor weight, Tensor? bias, Tensor? initial_states, int stride, "
         "str? activation, Tensor(a!) out, Tensor(b!)? final_states) -> ()");

@@ -9,7 +9,7 @@ from .adaln import adaln_modulate, adaln_residual, gated_residual
 from .attention import attention, sageattn
 from .audio_cross_attention import audio_cross_attention
 from .causal_dwconv1d import causal_dwconv1d, causal_dwconv1d_update
-from .convkv import convkv_compress
+from .convkv import convkv_cache_update, convkv_compress
 from .fp8 import dequantize_fp8, quantize_fp8
 from .fp8_linear import FP8Linear, fp8_linear, quantize_linears
 from .rms_norm import rms_norm
@@ -17,7 +17,7 @@ from .rope3d import rope3d
 
 __version__ = "0.1.0"
 
-OPS = ("adaln_modulate", "gated_residual", "adaln_residual", "rms_norm", "rope3d", "convkv_compress",
+OPS = ("adaln_modulate", "gated_residual", "adaln_residual", "rms_norm", "rope3d", "convkv_compress", "convkv_cache_update",
        "causal_dwconv1d", "causal_dwconv1d_update", "quantize_fp8", "dequantize_fp8", "attention",
        "audio_cross_attention", "fp8_linear")
 

@@ -39,7 +39,7 @@ _TRITON_SPEC = importlib.util.find_spec("triton")
 # op -> module under liveact_kernels/triton/ that holds its `<op>_fwd_triton` launcher
 TRITON_MODULES = {
     "adaln_modulate": "adaln", "gated_residual": "adaln", "adaln_residual": "adaln", "rms_norm": "rms_norm",
-    "rope3d": "rope3d", "convkv_compress": "convkv", "causal_dwconv1d": "causal_dwconv1d",
+    "rope3d": "rope3d", "convkv_compress": "convkv", "convkv_cache_update": "convkv", "causal_dwconv1d": "causal_dwconv1d",
     "causal_dwconv1d_update": "causal_dwconv1d", "quantize_fp8": "fp8", "dequantize_fp8": "fp8",
     "fp8_linear": "fp8_linear", "attention": "attention", "audio_cross_attention": "audio_cross_attention",
 }

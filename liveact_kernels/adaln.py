@@ -2,6 +2,8 @@
 x + y*gate -> norm -> modulate in one pass). Math in fp32, I/O in x.dtype."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _backend, reference
@@ -10,16 +12,23 @@ from ._validate import FLOAT_DTYPES, check_choice, check_modulation, check_out, 
 
 
 def _mod3(t: torch.Tensor, B: int, frames: int | None = None) -> torch.Tensor:
-    """shift/scale/gate -> contiguous fp32 (batch, frames, dim) for the kernels; a per-sample tensor is
-    repeated to `frames` when it is combined with per-frame ones (the kernels take one frame count)."""
+    """shift/scale/gate -> contiguous fp32 (batch, frames, dim) for the kernels, which take one frame count:
+    a tensor with fewer frames (per-sample: 1) has each of its rows repeated frames / own_frames times, which
+    keeps every token on the same modulation row (token l uses row l // (seqlen / frames))."""
     t = t[:, None, :] if t.dim() == 2 else t
-    if frames is not None and t.shape[1] == 1 and frames > 1:
-        return t.float().expand(B, frames, t.shape[2]).contiguous()
-    return t.float().expand(B, t.shape[1], t.shape[2]).contiguous()
+    t = t.float().expand(B, t.shape[1], t.shape[2])
+    if frames is not None and frames != t.shape[1] and t.shape[1] > 0:
+        t = t.repeat_interleave(frames // t.shape[1], dim=1)
+    return t.contiguous()
 
 
 def _frames(*ts) -> int:
-    return max(1 if t.dim() == 2 else t.shape[1] for t in ts)
+    """The common frame count of modulation tensors: the lcm of theirs (each divides seqlen, so the lcm does)."""
+    f = 1
+    for t in ts:
+        n = 1 if t.dim() == 2 else t.shape[1]
+        f = f * n // math.gcd(f, n) if n > 0 else f
+    return f
 
 
 def _affine(op, name, t, D, device):

@@ -26,7 +26,12 @@ def attention(q, k, v, *, tensor_layout="HND", is_causal=False, sm_scale=None, r
     tensor_layout "HND": q (batch, heads, seqlen_q, head_dim), k/v (batch, kv_heads, seqlen_k, head_dim);
     "NHD": (batch, seqlen, heads, head_dim). heads % kv_heads == 0. k and v may be float8_e4m3fn with
     k_scale / v_scale fp32 shaped like k with a last dim of 1. is_causal is bottom-right aligned.
-    Returns out, or (out, lse) with lse (batch, heads, seqlen_q) fp32, natural log.
+    Returns out, or (out, lse) with lse (batch, heads, seqlen_q) fp32, natural log. Rows that see no key
+    (empty k, or causal rows before the first key) give output 0 and lse -inf.
+
+    The CPU kernel converts fp8 K/V tiles exactly to bf16 (fp32/fp16 inputs: fp32) and applies the per-key
+    scales to the logits and probabilities in fp32; the fp8 NaN code (0x7f/0xff) is not propagated there
+    (it reads as +-480 * scale).
     """
     op = "attention"
     check_choice(op, "tensor_layout", tensor_layout, ("HND", "NHD"))

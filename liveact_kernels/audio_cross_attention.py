@@ -6,14 +6,16 @@ import torch
 
 from . import _backend, reference
 from ._autograd import kernel_with_ref_backward, needs_grad
-from ._validate import FLOAT_DTYPES, check_same_device, check_tensor
+from ._validate import FLOAT_DTYPES, check_out, check_same_device, check_tensor
 
 
 def audio_cross_attention(q, k, v, *, frame_len, frame_offset=0, zero_first_frame=False, sm_scale=None,
-                          backend="auto"):
+                          out=None, backend="auto"):
     """q: (batch, T*frame_len, heads, head_dim); k, v: (batch, F_audio, N_a, heads, head_dim) with
     frame_offset + T <= F_audio. zero_first_frame zeroes the output of query frame 0 (LiveAct's block-0
-    reference frame; the model zeroes after its output projection). Returns q's shape and dtype."""
+    reference frame; the model zeroes after its output projection). out: optional preallocated output
+    (q's shape and dtype, any strides), e.g. a persistent buffer that saves the page faults of a fresh
+    allocation per call. Returns out (q's shape and dtype)."""
     op = "audio_cross_attention"
     check_tensor(op, "q", q, ndim=4, dtypes=FLOAT_DTYPES)
     check_tensor(op, "k", k, ndim=5, dtypes=(q.dtype,))
@@ -29,22 +31,27 @@ def audio_cross_attention(q, k, v, *, frame_len, frame_offset=0, zero_first_fram
         raise ValueError(f"{op}: query frames [{frame_offset}, {frame_offset + T}) need audio frames that k has "
                          f"(F_audio = {k.shape[1]})")
     check_same_device(op, q=q, k=k, v=v)
+    check_out(op, out, q.shape, q.dtype, q.device)
     scale = float(sm_scale) if sm_scale is not None else Dh ** -0.5
     b = _backend.resolve(op, backend, q.device)
     if b == "torch":
-        return reference.audio_cross_attention_ref(q, k, v, frame_len=frame_len, frame_offset=frame_offset,
-                                                   zero_first_frame=zero_first_frame, sm_scale=scale)
-    def kernel(q, k, v):
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-        _backend.launch(op, b, q, k, v, frame_len, int(frame_offset), bool(zero_first_frame), scale, out)
-        return out
+        res = reference.audio_cross_attention_ref(q, k, v, frame_len=frame_len, frame_offset=frame_offset,
+                                                  zero_first_frame=zero_first_frame, sm_scale=scale)
+        return res if out is None else out.copy_(res)
+
+    def kernel(q, k, v, dst=None):
+        dst = torch.empty_like(q, memory_format=torch.contiguous_format) if dst is None else dst
+        _backend.launch(op, b, q, k, v, frame_len, int(frame_offset), bool(zero_first_frame), scale, dst)
+        return dst
 
     if needs_grad(q, k, v):  # training: the kernel's forward, the reference's backward
+        if out is not None:
+            raise ValueError(f"{op}: out= cannot be used when q, k or v requires grad")
         return kernel_with_ref_backward(
             kernel, lambda q, k, v: reference.audio_cross_attention_ref(
                 q, k, v, frame_len=frame_len, frame_offset=frame_offset, zero_first_frame=zero_first_frame,
                 sm_scale=scale), (q, k, v))
-    return kernel(q, k, v)
+    return kernel(q, k, v, out)
 
 
 @_backend.register_fake("liveact::audio_cross_attention_fwd")

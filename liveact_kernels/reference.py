@@ -141,6 +141,57 @@ def convkv_compress_ref(x, weight, *, group=5, mode="token", frame_len=None):
     return out.to(x.dtype)
 
 
+def convkv_cache_update_ref(cache_k, cache_v, new_k, new_v, weight_k, weight_v=None, *, frame_len, k_scale=None,
+                            v_scale=None, group=5, mode="token", sinks=2, compressed=2, recent=2, block=2):
+    """The ConvKV cache update of one layer and denoising step, in place (reference-model.md section 4.2).
+
+    cache_k, cache_v: (batch, S*frame_len, heads, head_dim), S = sinks + compressed + recent + nb frame slots
+    with nb = compressed*(group-1) (14 = 2 + 2 + 2 + 8 for LiveAct); bf16/fp16/fp32, or float8_e4m3fn with
+    k_scale/v_scale (batch, S*frame_len, heads, 1) fp32 (one scale per token and head).
+    block 0: new (sinks+compressed+recent frames) -> slots 0..; block 1: new (nb frames) -> the last nb slots;
+    block >= 2, with Phi = convkv_compress_ref (mode, group) applied to the slots as they were before the call:
+      slot sinks+c <- Phi(slots sinks+c*group ... sinks+(c+1)*group-1) for c < compressed  (2 <- 2..6, 3 <- 7..11)
+      slot sinks+compressed+r <- slot sinks+compressed*group+r for r < recent (raw copy, scales too: 4,5 <- 12,13)
+      the last nb slots <- new (nb frames: 6..13).
+    FP8 caches are read as q * scale (fp32) and written with quantize_fp8_ref(granularity="token_head").
+    weight_v=None uses weight_k for V, as the official code does (reference-model.md section 12, item 1).
+    """
+    fl = frame_len
+    weight_v = weight_k if weight_v is None else weight_v
+    for cache, scale, new, w in ((cache_k, k_scale, new_k, weight_k), (cache_v, v_scale, new_v, weight_v)):
+        fp8 = cache.dtype == FP8_DTYPE
+        old = cache.clone()
+        old_scale = scale.clone() if fp8 else None
+
+        def tokens(slot0, n_slots):
+            return slice(slot0 * fl, (slot0 + n_slots) * fl)
+
+        def put(slot0, values):  # values: fp32 (batch, n*fl, heads, head_dim)
+            sl = tokens(slot0, values.shape[1] // fl)
+            if fp8:
+                q, s = quantize_fp8_ref(values, granularity="token_head")
+                cache[:, sl] = q
+                scale[:, sl] = s
+            else:
+                cache[:, sl] = values.to(cache.dtype)
+
+        if block == 0:
+            put(0, new.float())
+            continue
+        if block >= 2:
+            old32 = dequantize_fp8_ref(old, old_scale, torch.float32) if fp8 else old.float()
+            for c in range(compressed):
+                src = old32[:, tokens(sinks + c * group, group)]
+                put(sinks + c, convkv_compress_ref(src, w, group=group, mode=mode, frame_len=fl))
+            if recent:
+                dst, src = tokens(sinks + compressed, recent), tokens(sinks + compressed * group, recent)
+                cache[:, dst] = old[:, src]
+                if fp8:
+                    scale[:, dst] = old_scale[:, src]
+        put(sinks + compressed + recent, new.float())
+    return cache_k, cache_v
+
+
 # ---------------------------------------------------------------------------- causal depthwise conv1d
 def causal_dwconv1d_ref(x, weight, bias=None, *, stride=1, activation=None, initial_states=None,
                         return_final_states=False):
@@ -168,17 +219,18 @@ def causal_dwconv1d_ref(x, weight, bias=None, *, stride=1, activation=None, init
 
 def causal_dwconv1d_update_ref(x, conv_state, weight, bias=None, activation=None):
     """One streaming step (causal-conv1d's update): x (batch, channels) or (batch, channels, seqlen);
-    conv_state (batch, channels, state_len >= width - 1) is shifted left and updated in place.
+    conv_state (batch, channels, state_len >= width - 1) holds the latest inputs and is shifted left and
+    updated in place. Step i's window is the last `width` entries of cat(conv_state, x_i), so state_len =
+    width - 1 works (the common case). x is rounded to conv_state's dtype as it enters the state.
     Returns out shaped like x."""
     squeeze = x.dim() == 2
     xs = x[..., None] if squeeze else x
     W = weight.shape[-1]
-    S = conv_state.shape[-1]
     outs = []
     for i in range(xs.shape[-1]):
-        new_state = torch.cat([conv_state[..., 1:], xs[..., i: i + 1].to(conv_state.dtype)], dim=-1)
-        conv_state.copy_(new_state)
-        win = conv_state[..., S - W:].float()
+        xp = torch.cat([conv_state, xs[..., i: i + 1].to(conv_state.dtype)], dim=-1)
+        win = xp[..., xp.shape[-1] - W:].float()
+        conv_state.copy_(xp[..., 1:])
         o = (win * weight.float()).sum(-1)
         if bias is not None:
             o = o + bias.float()

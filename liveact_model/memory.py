@@ -7,7 +7,7 @@ from typing import Iterable, Optional
 import torch
 
 import liveact_kernels as ops
-from .config import LiveActConfig, get_config
+from .config import get_config
 
 FP8 = torch.float8_e4m3fn
 
@@ -35,11 +35,14 @@ class ConvKVMemory:
     differentiable: functional updates (no in-place writes) so gradients flow through unrolled blocks into
     memory_proj; buffers are then replaced, not overwritten.
     steps: denoising-step indices that get a cache (e.g. (1, 2) for the audio-CFG null caches).
+    offload: keep the caches in host memory (pinned when CUDA is available) and compute on `device` from two
+    device staging buffers: the layer in use and the next layer, prefetched on a side CUDA stream while the
+    current layer computes; only the slots a block changes are copied back.
     """
 
     def __init__(self, config="official", *, steps: Optional[Iterable[int]] = None, num_layers: Optional[int] = None,
                  dtype=torch.bfloat16, device="cpu", mode: str = "token", use_v_proj: bool = False,
-                 differentiable: bool = False):
+                 differentiable: bool = False, offload: bool = False):
         self.config = cfg = get_config(config)
         if mode not in ("token", "frame"):
             raise ValueError(f"ConvKVMemory: mode must be 'token' or 'frame', got {mode!r}")
@@ -47,6 +50,8 @@ class ConvKVMemory:
             raise TypeError(f"ConvKVMemory: dtype must be bf16/fp16/fp32/float8_e4m3fn, got {dtype}")
         if differentiable and dtype == FP8:
             raise ValueError("ConvKVMemory: differentiable=True needs a floating dtype, not float8_e4m3fn")
+        if differentiable and offload:
+            raise ValueError("ConvKVMemory: offload=True cannot be combined with differentiable=True")
         self.steps = tuple(range(cfg.num_steps)) if steps is None else tuple(steps)
         self.num_layers = cfg.num_layers if num_layers is None else num_layers
         self.dtype, self.device = dtype, torch.device(device)
@@ -55,6 +60,11 @@ class ConvKVMemory:
         self.batch = self.frame_len = self._hw = None
         self.blocks = {s: 0 for s in self.steps}       # blocks committed per step
         self._k = self._v = self._ks = self._vs = None  # [step][layer] tensors
+        self.offload = offload
+        self._ring = None                               # offload: 2 device staging sets
+        self._ring_key = [None, None]                   # (step, layer) held by each staging set
+        self._ring_event = [None, None]
+        self._side = None
 
     # ---- allocation / bookkeeping ----
     def allocate(self, batch: int, hw) -> None:
@@ -64,24 +74,95 @@ class ConvKVMemory:
         self.batch, self.frame_len, self._hw = batch, frame_len, tuple(hw)
         shape = (batch, cfg.window_frames * frame_len, cfg.num_heads, cfg.head_dim)
 
+        store = torch.device("cpu") if self.offload else self.device
+        pin = self.offload and torch.cuda.is_available()
+
         def buf(dt, shp):
-            return {s: [torch.zeros(shp, dtype=dt, device=self.device) for _ in range(self.num_layers)]
+            return {s: [torch.zeros(shp, dtype=dt, device=store, pin_memory=pin) for _ in range(self.num_layers)]
                     for s in self.steps}
         self._k, self._v = buf(self.dtype, shape), buf(self.dtype, shape)
+        sshape = shape[:-1] + (1,)
         if self.fp8:
-            sshape = shape[:-1] + (1,)
             self._ks, self._vs = buf(torch.float32, sshape), buf(torch.float32, sshape)
+        if self.offload:
+            def dev(dt, shp):
+                return torch.zeros(shp, dtype=dt, device=self.device)
+            self._ring = [{"k": dev(self.dtype, shape), "v": dev(self.dtype, shape),
+                           "ks": dev(torch.float32, sshape) if self.fp8 else None,
+                           "vs": dev(torch.float32, sshape) if self.fp8 else None} for _ in range(2)]
+            self._ring_key = [None, None]
+            if self.device.type == "cuda":
+                self._side = torch.cuda.Stream(device=self.device)
 
     def reset(self) -> None:
         """Start a new stream; buffers stay allocated (their content is overwritten before it is read)."""
         self.blocks = {s: 0 for s in self.steps}
+        self._ring_key = [None, None]
+
+    # ---- offload: host store <-> device staging ----
+    def _host(self, key):
+        st, ly = key
+        return {"k": self._k[st][ly], "v": self._v[st][ly], "ks": self._ks[st][ly] if self.fp8 else None,
+                "vs": self._vs[st][ly] if self.fp8 else None}
+
+    def _load(self, key, r):
+        """Copy the host cache of (step, layer) into staging set r (on the side stream when on CUDA)."""
+        ring, host = self._ring[r], self._host(key)
+        if self._side is not None:
+            self._side.wait_stream(torch.cuda.current_stream(self.device))   # r's previous write-back is done
+            with torch.cuda.stream(self._side):
+                for n in ring:
+                    if ring[n] is not None:
+                        ring[n].copy_(host[n], non_blocking=True)
+                ev = torch.cuda.Event()
+                ev.record(self._side)
+            self._ring_event[r] = ev
+        else:
+            for n in ring:
+                if ring[n] is not None:
+                    ring[n].copy_(host[n])
+        self._ring_key[r] = key
+
+    def _stage(self, step, layer):
+        """Point the (step, layer) cache entries at a device staging set; prefetch the next layer."""
+        key = (step, layer)
+        r = self._ring_key.index(key) if key in self._ring_key else None
+        if r is None:
+            r = 1 if self._ring_key[0] == (step, layer + 1) else 0   # keep a prefetched next layer
+            self._load(key, r)
+        if self._ring_event[r] is not None:
+            torch.cuda.current_stream(self.device).wait_event(self._ring_event[r])
+            self._ring_event[r] = None
+        ring = self._ring[r]
+        self._k[step][layer], self._v[step][layer] = ring["k"], ring["v"]
+        if self.fp8:
+            self._ks[step][layer], self._vs[step][layer] = ring["ks"], ring["vs"]
+        return r
+
+    def _unstage(self, step, layer, r, host, changed):
+        """Copy the changed token range back to the host store and restore the host entries."""
+        ring = self._ring[r]
+        if changed is not None:
+            nb = self._side is not None
+            for n in ("k", "v", "ks", "vs"):
+                if host[n] is not None:
+                    host[n][:, changed].copy_(ring[n][:, changed], non_blocking=nb)
+        self._k[step][layer], self._v[step][layer] = host["k"], host["v"]
+        if self.fp8:
+            self._ks[step][layer], self._vs[step][layer] = host["ks"], host["vs"]
+        nxt = (step, layer + 1)
+        if layer + 1 < self.num_layers and nxt not in self._ring_key:
+            self._load(nxt, 1 - r)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of every cache buffer (host store + device staging when offloading)."""
         total = 0
         for store in (self._k, self._v, self._ks, self._vs):
             if store:
                 total += sum(t.numel() * t.element_size() for ls in store.values() for t in ls)
+        for ring in self._ring or ():
+            total += sum(t.numel() * t.element_size() for t in ring.values() if t is not None)
         return total
 
     def commit(self, step: int, block_index: int) -> None:
@@ -184,9 +265,24 @@ class ConvKVMemory:
                                  f"from ({self.batch}, {self._hw})")
             self.allocate(q.shape[0], (h, w))
         if q.device != self.device:
-            raise ValueError(f"ConvKVMemory: q on {q.device}, memory on {self.device}")
+            raise ValueError(f"ConvKVMemory: q on {q.device}, memory computes on {self.device}")
         F0, W = cfg.first_block_frames, cfg.window_frames
         start = 0 if block_index == 0 else F0
+        if not self.offload:
+            return self._attend(q, k, v, step, layer, block_index, (h, w), T, start, weight_k, weight_v, write, be)
+        host = self._host((step, layer))
+        r = self._stage(step, layer)
+        try:
+            out = self._attend(q, k, v, step, layer, block_index, (h, w), T, start, weight_k, weight_v, write, be)
+        finally:
+            first = cfg.num_sink if block_index >= 2 else start
+            changed = slice(first * fl, (start + T) * fl) if write else None
+            self._unstage(step, layer, r, host, changed)
+        return out
+
+    def _attend(self, q, k, v, step, layer, block_index, hw, T, start, weight_k, weight_v, write, be):
+        cfg = self.config
+        h, w = hw
         new = None
         if block_index >= 2:
             new = self._compress_and_move(step, layer, (h, w), weight_k, weight_v, be)
@@ -221,5 +317,5 @@ class ConvKVMemory:
         k, v = self._deq(k, ks, "torch"), self._deq(v, vs, "torch")
         if unrotate and n:
             h_w = self._hw
-            k = self._rope(k, n, torch.arange(n, device=self.device), h_w, "torch", inverse=True)
+            k = self._rope(k, n, torch.arange(n, device=k.device), h_w, "torch", inverse=True)
         return k, v

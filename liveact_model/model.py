@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -423,6 +423,8 @@ class LiveActModel(nn.Module):
             raise ValueError(f"x: expected (B, {cfg.out_dim}, T, H, W) latent, got {tuple(x.shape)}")
         if x.device != self.device:
             raise ValueError(f"x: on {x.device}, model on {self.device}")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating latent, got {x.dtype}")
         B, _, T, Hl, Wl = x.shape
         pt, ph, pw = cfg.patch_size
         if Hl % ph or Wl % pw or T % pt:

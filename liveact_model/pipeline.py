@@ -11,7 +11,7 @@ import torch
 
 from .config import LiveActConfig
 from .memory import ConvKVMemory
-from .model import AudioContext, Condition, LiveActModel
+from .model import LiveActModel
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,6 +128,35 @@ class Wav2Vec2Encoder:
         n = int(len(waveform) / 16000 * fps)
         feats = F.interpolate(feats.permute(1, 2, 0), size=n, mode="linear", align_corners=True)
         return feats.permute(2, 0, 1).contiguous()
+
+
+class WanVAEAdapter:
+    """Adapter for the Wan2.1 VAE of the official Wan repository (`wan.modules.vae.WanVAE`, checkpoint
+    `Wan2.1_VAE.pth`), if installed. Optional dependency; latents are normalised inside WanVAE (§1.3)."""
+
+    def __init__(self, vae_pth: str, device="cpu"):
+        try:
+            from wan.modules.vae import WanVAE
+        except ImportError as e:
+            raise ImportError("WanVAEAdapter needs the Wan2.1 code (`wan` package with wan.modules.vae, from the "
+                              f"Wan2.1 repository) on the Python path; it is not installed ({e})") from e
+        import os
+        if not os.path.isfile(vae_pth):
+            raise FileNotFoundError(f"WanVAEAdapter: VAE checkpoint {vae_pth!r} does not exist")
+        self.vae = WanVAE(vae_pth=vae_pth, device=device)
+        self.device = device
+
+    @torch.no_grad()
+    def encode_image(self, image, num_latent_frames):
+        # [reference image, (T-1)·4 gray (zero) frames] -> (B, 16, T, h8, w8), as generate.py builds y
+        B, C, H, W = image.shape
+        frames = 1 + (num_latent_frames - 1) * 4
+        vids = [torch.cat([image[b][:, None], image.new_zeros(C, frames - 1, H, W)], dim=1) for b in range(B)]
+        return torch.stack(self.vae.encode(vids))
+
+    @torch.no_grad()
+    def decode(self, latents):
+        return torch.stack(self.vae.decode(list(latents))).clamp(-1, 1)
 
 
 @dataclass

@@ -259,6 +259,7 @@ def main(argv=None):
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU)")
     p.add_argument("--out", default=None, help="export fp16 weights for inference (e.g. assets/avatar_dit.safetensors)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-cache", default=None, help="save/load the encoded dataset here (shared by runs)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -267,7 +268,14 @@ def main(argv=None):
     torch.manual_seed(a.seed)
     cfg = avatar_config()
     vae = AvatarVAE(TinyVideoVAE.load(a.vae))
-    ds = LatentDataset.build(vae, cfg, a.blocks, a.clips)
+    if a.data_cache and os.path.isfile(a.data_cache):
+        d = torch.load(a.data_cache, weights_only=True)
+        ds = LatentDataset(d["x0"], d["image_latent"], d["clip"], d["feats"])
+    else:
+        ds = LatentDataset.build(vae, cfg, a.blocks, a.clips)
+        if a.data_cache:
+            torch.save({"x0": ds.x0, "image_latent": ds.image_latent, "clip": ds.clip, "feats": ds.feats},
+                       a.data_cache)
     model = LiveActModel(cfg, backend="torch").init_weights(a.seed)
     os.makedirs(os.path.dirname(os.path.abspath(a.ckpt)), exist_ok=True)
     res = train(model, ds, mode=a.mode, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, t_sampling=a.t_sampling,

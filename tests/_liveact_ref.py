@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from liveact_model import ConvKVMemory, LiveActModel, tiny
+from liveact_model import LiveActModel, tiny
 
 
 def tiny_model(seed=0, dtype=torch.float32, **overrides):

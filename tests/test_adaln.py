@@ -135,6 +135,25 @@ def test_adaln_strided_inputs_and_outputs(backend, layout):
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_adaln_mixed_frame_counts(backend):
+    """gate per sample, shift with 2 frames, scale with 3 frames (seqlen 12): the wrapper brings all three to
+    lcm = 6 frames for the kernel; every token must still get its own rows."""
+    dev = backend_device(backend)
+    require_backend("adaln_residual", backend, dev)
+    B, L, D = 2, 12, 136
+    x, y = (torch.randn(B, L, D, device=dev).bfloat16() for _ in range(2))
+    gate, shift, scale = torch.randn(B, D, device=dev), torch.randn(B, 2, D, device=dev), torch.randn(B, 3, D, device=dev)
+    xn, o = lk.adaln_residual(x, y, gate, shift, scale, backend=backend)
+    rx32, ro32 = reference.adaln_residual_ref(x.float(), y.float(), gate, shift, scale)
+    rxl, rol = reference.adaln_residual_ref(x, y, gate, shift, scale)
+    assert_close_to_ref(xn, rx32, rxl)
+    assert_close_to_ref(o, ro32, rol)
+    m = lk.adaln_modulate(x, shift, scale, norm="rms", backend=backend)
+    assert_close_to_ref(m, reference.adaln_modulate_ref(x.float(), shift, scale, norm="rms"),
+                        reference.adaln_modulate_ref(x, shift, scale, norm="rms"))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("shape", [(0, 4, 64), (2, 0, 64), (2, 4, 0)])
 def test_adaln_empty(backend, shape):
     dev = backend_device(backend)

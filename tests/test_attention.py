@@ -220,3 +220,15 @@ def test_attention_bad_input():
         lk.attention(q, q, q, v_scale=torch.ones(1, 4, 8, 1))
     with pytest.raises(ValueError, match=r"attention: q must be 4-D, got shape \(4, 8, 64\)"):
         lk.attention(q[0], q, q)
+
+
+def test_attention_grad_through_reference():
+    require_backend("attention", "cpu")
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 4, 2, 17, 40, 64, torch.float32, "NHD", "cpu"))
+    lk.attention(q, k, v, tensor_layout="NHD", is_causal=True, backend="cpu").square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    reference.attention_ref(q, k, v, tensor_layout="NHD", is_causal=True).square().sum().backward()
+    for g, t in zip(grads, (q, k, v)):
+        torch.testing.assert_close(g, t.grad, rtol=1e-5, atol=1e-5)

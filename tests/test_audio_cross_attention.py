@@ -81,6 +81,19 @@ def test_audio_cross_attention_op_writes_nan_prefilled_out():
     assert torch.equal(out2, out) and buf[:, :, 0].isnan().all() and buf[:, :, 4].isnan().all()
 
 
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_audio_cross_attention_out_buffer(backend):
+    require_backend("audio_cross_attention", backend)
+    q, k, v = _inputs(1, 2, 30, 3, 64, 2, torch.bfloat16, "cpu")
+    buf = torch.full((1, 60, 5, 64), float("nan"), dtype=torch.bfloat16)
+    out = buf[:, :, 1:4]
+    got = lk.audio_cross_attention(q, k, v, frame_len=30, out=out, backend=backend)
+    assert got is out and buf[:, :, 0].isnan().all()
+    assert_close_to_ref(out, _ref64(q, k, v, 30, 0, False), reference.audio_cross_attention_ref(q, k, v, frame_len=30))
+    with pytest.raises(TypeError, match="audio_cross_attention: out must have dtype float32, got bfloat16"):
+        lk.audio_cross_attention(q.float(), k.float(), v.float(), frame_len=30, out=out, backend=backend)
+
+
 def test_audio_cross_attention_matches_batched_sdpa():
     """The official formulation: batch = frames, q viewed as [T, H, fl, Dh], K/V the frames' 32 tokens."""
     require_backend("audio_cross_attention", "cpu")
@@ -132,3 +145,17 @@ def test_audio_cross_attention_bad_input():
         lk.audio_cross_attention(q, torch.randn(1, 3, N_A, 3, 64), torch.randn(1, 3, N_A, 3, 64), frame_len=10)
     with pytest.raises(ValueError, match=r"audio_cross_attention: k must be 5-D, got shape \(1, 3, 2, 64\)"):
         lk.audio_cross_attention(q, k[:, :, 0], k, frame_len=10)
+
+
+def test_audio_cross_attention_grad_through_reference():
+    require_backend("audio_cross_attention", "cpu")
+    q, k, v = (t.requires_grad_() for t in _inputs(1, 2, 9, 2, 64, 3, torch.float32, "cpu"))
+    lk.audio_cross_attention(q, k, v, frame_len=9, frame_offset=1, backend="cpu").square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    reference.audio_cross_attention_ref(q, k, v, frame_len=9, frame_offset=1).square().sum().backward()
+    for g, t in zip(grads, (q, k, v)):
+        torch.testing.assert_close(g, t.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="audio_cross_attention: out= cannot be used when q, k or v requires grad"):
+        lk.audio_cross_attention(q, k, v, frame_len=9, out=torch.empty(q.shape), backend="cpu")

@@ -8,6 +8,15 @@ from liveact_model.avatar import metrics as M
 from liveact_model.avatar import render as R
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Two torch threads on the shared, busy 2-core machine wait on each other (measured ~10x slower).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_split_is_deterministic_and_disjoint():
     tr = R.split_seeds("identity", "train", 50)
     ev = R.split_seeds("identity", "eval", 10)

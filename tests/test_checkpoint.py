@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from liveact_model import LiveActModel, tiny
+from liveact_model import tiny
 from liveact_model.checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from liveact_model.config import OFFICIAL_CONFIG_JSON, LiveActConfig
 from _liveact_ref import single_thread, tiny_cond, tiny_model  # noqa: F401

@@ -70,7 +70,7 @@ def test_fp8_linear_vs_unquantised(backend):
     wq, ws = lk.quantize_fp8(w, granularity="token")
     out = lk.fp8_linear(x, wq, ws.reshape(-1), b, backend=backend)
     m = assert_fp8_close(out, torch.nn.functional.linear(x, w, b))
-    assert m["cos"] > 0.999  # measured 0.9995: independent per-element roundings average out over K = 512
+    assert m["cos"] > 0.999  # measured 0.9996 (seed 0): independent per-element roundings average out over K = 512
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

@@ -213,6 +213,8 @@ def test_forward_block_bad_inputs():
         m.forward_block(torch.randn(1, 4, 6, 8, 8), 1000.0, cond, audio=torch.randn(1, 5, 4, 32))
     with pytest.raises(ValueError, match="t: expected"):
         m.forward_block(torch.randn(1, 4, 6, 8, 8), torch.ones(2, 3, 4), cond)
+    with pytest.raises(TypeError, match="floating latent"):
+        m.forward_block(torch.ones(1, 4, 6, 8, 8, dtype=torch.long), 1000.0, cond)
     with pytest.raises(ValueError, match="x: on meta"):
         m.forward_block(torch.randn(1, 4, 6, 8, 8, device="meta"), 1000.0, cond)
     with pytest.raises(ValueError, match="text: expected"):

@@ -1,7 +1,5 @@
 # LiveActPipeline: determinism, streamed input, samplers, audio CFG caches, edit prompts, audio windows,
 # overlap decoding, kernel backend vs torch backend over 20 blocks, bad inputs.
-import warnings
-
 import pytest
 import torch
 
@@ -162,6 +160,19 @@ def test_start_from_image_with_vae():
     assert p.cond.y.shape == (1, 8, 14, 4, 4)
     with pytest.raises(ValueError, match="resolution 40x32"):
         p.start(image=torch.zeros(1, 3, 32, 40), vae=CausalToyVAE(), text=torch.randn(1, 2, 32), clip=torch.randn(1, 5, 32))
+
+
+def test_optional_adapters_fail_clearly(tmp_path):
+    from liveact_model.pipeline import Wav2Vec2Encoder, WanVAEAdapter
+    for cls, what in ((Wav2Vec2Encoder, "transformers"), (WanVAEAdapter, "wan")):
+        try:
+            cls(str(tmp_path / "missing"))
+        except ImportError as e:
+            assert what in str(e)
+        except FileNotFoundError as e:       # the dependency is installed: the missing file is named instead
+            assert "missing" in str(e)
+        else:
+            raise AssertionError(f"{cls.__name__} accepted a missing model")
 
 
 def test_bad_inputs():

@@ -16,6 +16,22 @@ struct RowMod {
   const float* bias;    // nullptr: 0
 };
 
+// Stores round_T(a) to *p and returns it as a float. Works on the bits (no T temporaries), which GCC vectorises.
+inline float store_rounded(float* p, float a) {
+  *p = a;
+  return a;
+}
+inline float store_rounded(bf16_t* p, float a) {
+  const uint16_t h = float_to_bf16(a);
+  p->bits = h;
+  return bf16_to_float(h);
+}
+inline float store_rounded(fp16_t* p, float a) {
+  const uint16_t h = float_to_fp16(a);
+  p->bits = h;
+  return fp16_to_float(h);
+}
+
 // Pass 1 of a fused row. kResidual: buf = round_T(x + y * gate), stored to x_out as well (the residual
 // stream the next layer reads); else buf = x. Returns sum(buf) and sum(buf^2) (sum^2 only for RMS).
 template <typename T, bool kResidual, bool kRms>
@@ -26,9 +42,7 @@ inline void row_load(const T* __restrict x, const T* __restrict y, const float* 
 #pragma omp simd simdlen(16) reduction(+ : s)
     for (int64_t i = 0; i < D; ++i) {
       // Rounded to T before the norm, exactly as the unfused composition sees the new residual stream.
-      // (Round-tripped through a float, not kept as a T temporary: GCC does not vectorise struct temporaries.)
-      float v = to_float(from_float<T>(gated_add(to_float(x[i]), to_float(y[i]), gate[i])));
-      x_out[i] = from_float<T>(v);  // exact: v is representable in T
+      const float v = store_rounded(x_out + i, gated_add(to_float(x[i]), to_float(y[i]), gate[i]));
       buf[i] = v;
       s += kRms ? v * v : v;
     }

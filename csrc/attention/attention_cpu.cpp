@@ -39,30 +39,26 @@ inline void brgemm(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, in
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // ------------------------------------------------------------------ conversions of rows into tile buffers
-// fp32 row -> CT row (round to nearest even).
-template <typename CT>
-inline void store_row(const float* src, CT* dst, int64_t n) {
+// dst[i] = src[i] * f as QT. A 64-byte aligned bf16 destination gets non-temporal stores: the output rows are
+// written once and not read back by this kernel, so skipping the read-for-ownership saves a third of the traffic.
+template <typename QT>
+inline void store_row_scaled(const float* src, float f, QT* dst, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX512BF16__)
-  if constexpr (std::is_same_v<CT, bf16_t>) {
+  if constexpr (std::is_same_v<QT, bf16_t>) {
+    const __m512 vf = _mm512_set1_ps(f);
+    const bool nt = reinterpret_cast<uintptr_t>(dst) % 64 == 0;
     for (; i + 32 <= n; i += 32) {
-      __m512bh r = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
-      _mm512_storeu_si512(reinterpret_cast<void*>(dst + i), reinterpret_cast<__m512i&>(r));
+      __m512bh r = _mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_loadu_ps(src + i + 16), vf),
+                                       _mm512_mul_ps(_mm512_loadu_ps(src + i), vf));
+      if (nt)
+        _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), reinterpret_cast<__m512i&>(r));
+      else
+        _mm512_storeu_si512(reinterpret_cast<void*>(dst + i), reinterpret_cast<__m512i&>(r));
     }
   }
 #endif
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<CT, fp16_t>) {
-    for (; i + 16 <= n; i += 16)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                          _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
-#endif
-  if constexpr (std::is_same_v<CT, float>) {
-    std::memcpy(dst, src, n * sizeof(float));
-    return;
-  }
-  for (; i < n; ++i) dst[i] = from_float<CT>(src[i]);
+  for (; i < n; ++i) dst[i] = from_float<QT>(src[i] * f);
 }
 
 // One K/V row (n elements) of storage type KT into CT. fp8 rows are converted exactly to fp8 * 2^-8 (see
@@ -337,20 +333,28 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
   const int64_t tk_max = std::min<int64_t>(kKeyTile, std::max<int64_t>(nk_eff, 1));
   w.reserve(M, Dp, Dh, round_up(tk_max, 2), row_tile);
 
-  for (int64_t i = 0; i < rb.n_rows; ++i)
-    for (int64_t r = 0; r < rb.rep; ++r) {
-      CT* dst = w.qs.data() + (i * rb.rep + r) * Dp;
-      load_row<CT, QT>(rb.q + i * rb.q_tok + r * rb.q_head, dst, Dh);
-      if (Dp > Dh) dst[Dh] = from_float<CT>(0.f);
-    }
   for (int64_t m = 0; m < M; ++m) w.st[m] = softmax_init();
+  // A operand of S = Q K^T: with one key tile, no GQA stacking and no conversion, the GEMM reads the query rows
+  // in place through their token stride (q is read once anyway); otherwise they are stacked into qs.
+  const bool q_direct = std::is_same_v<QT, CT> && rb.rep == 1 && Dp == Dh && nk_eff <= kKeyTile;
+  const CT* qa = reinterpret_cast<const CT*>(rb.q);
+  int64_t q_ld = rb.q_tok;
+  if (!q_direct) {
+    for (int64_t i = 0; i < rb.n_rows; ++i)
+      for (int64_t r = 0; r < rb.rep; ++r) {
+        CT* dst = w.qs.data() + (i * rb.rep + r) * Dp;
+        load_row<CT, QT>(rb.q + i * rb.q_tok + r * rb.q_head, dst, Dh);
+        if (Dp > Dh) dst[Dh] = from_float<CT>(0.f);
+      }
+    qa = w.qs.data();
+    q_ld = Dp;
+  }
   // One key tile (short K/V, e.g. the 32 audio tokens): the GEMM result of each row sub-tile is final and is
   // normalised straight into out, skipping the fp32 accumulator passes.
   const bool single = nk_eff > 0 && nk_eff <= kKeyTile;
   auto emit = [&](int64_t m, float* o, float factor) {  // o * factor -> out row m, and its lse
     const int64_t i = m / rb.rep, r = m % rb.rep;
-    axpby(o, factor, o, 0.f, Dh);
-    store_row<QT>(o, rb.out + i * rb.o_tok + r * rb.o_head, Dh);
+    store_row_scaled<QT>(o, factor, rb.out + i * rb.o_tok + r * rb.o_head, Dh);
     if (rb.lse) rb.lse[r * rb.lse_head + i] = softmax_lse(w.st[m]);
   };
   if (!single) std::fill(w.o.begin(), w.o.begin() + M * Dh, 0.f);
@@ -431,7 +435,7 @@ void attend_block(Workspace<CT>& w, const RowBlock<QT>& rb, const KVBlock<KT>& k
         }
         continue;
       }
-      brgemm<CT>(ms, tkp, Dp, Dp, tkp, tkp, w.qs.data() + m0 * Dp, w.kt.data(), w.s.data());
+      brgemm<CT>(ms, tkp, Dp, q_ld, tkp, tkp, qa + m0 * q_ld, w.kt.data(), w.s.data());
       // online softmax over the tile, row by row
       for (int64_t x = 0; x < ms; ++x) {
         const int64_t m = m0 + x;
@@ -476,6 +480,9 @@ void run_tasks(int64_t n, const F& task) {
     for (int64_t x = b; x < e; ++x)
       for (int64_t t = next.fetch_add(1); t < n; t = next.fetch_add(1)) task(t, w);
     at::native::cpublas::brgemm_release(GemmT<CT>::vnni);
+#if defined(__AVX512F__)
+    _mm_sfence();  // order the non-temporal output stores before the op returns
+#endif
   });
 }
 

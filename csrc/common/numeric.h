@@ -30,44 +30,47 @@ LIVEACT_HD float u32_as_float(uint32_t u) {
 #endif
 }
 
+// cond ? a : b written with masks: gcc if-converts plain ?: on integers into branches in some of these
+// functions, which stops `#pragma omp simd` loops from vectorising ("control flow in loop").
+LIVEACT_HD uint32_t select_u32(bool cond, uint32_t a, uint32_t b) {
+  const uint32_t m = 0u - uint32_t(cond);
+  return (a & m) | (b & ~m);
+}
+
 // ---- bf16 ----
 LIVEACT_HD float bf16_to_float(uint16_t b) { return u32_as_float(uint32_t(b) << 16); }
 LIVEACT_HD uint16_t float_to_bf16(float f) {
-  uint32_t u = float_as_u32(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);  // quiet NaN, keep sign
-  u += 0x7fffu + ((u >> 16) & 1u);                                          // round to nearest even
-  return uint16_t(u >> 16);
+  const uint32_t u = float_as_u32(f);
+  const uint32_t rne = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;                 // round to nearest even
+  return uint16_t(select_u32((u & 0x7fffffffu) > 0x7f800000u, (u >> 16) | 0x40u, rne));  // quiet NaN, keep sign
 }
 
 // ---- fp16 (IEEE binary16) ----
 LIVEACT_HD float fp16_to_float(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t man = h & 0x3ffu;
-  if (exp == 0x1fu) return u32_as_float(sign | 0x7f800000u | (man << 13));
-  if (exp == 0) {
-    if (man == 0) return u32_as_float(sign);
-    // subnormal: value = man * 2^-24
-    float v = float(man) * 5.9604644775390625e-8f;
-    return sign ? -v : v;
-  }
-  return u32_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t man = h & 0x3ffu;
+  const uint32_t normal = ((exp + 112u) << 23) | (man << 13);
+  const uint32_t special = 0x7f800000u | (man << 13);                           // inf / NaN
+  const uint32_t sub = float_as_u32(float(int(man)) * 5.9604644775390625e-8f);   // man * 2^-24, exact
+  uint32_t bits = select_u32(exp == 0x1fu, special, normal);
+  bits = select_u32(exp == 0u, sub, bits);
+  return u32_as_float(sign | bits);
 }
 LIVEACT_HD uint16_t float_to_fp16(float f) {
-  uint32_t u = float_as_u32(f);
-  uint16_t sign = uint16_t((u >> 16) & 0x8000u);
-  uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);            // NaN
-  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);           // rounds to >= 65520 -> inf
-  if (a < 0x38800000u) {                                            // below min normal 2^-14: grid 2^-24
-    float x = u32_as_float(a) * 16777216.0f;                        // exact scaling by a power of two
-    uint32_t q = uint32_t(x);
-    float rem = x - float(q);
-    if (rem > 0.5f || (rem == 0.5f && (q & 1u))) q++;
-    return uint16_t(sign | q);                                      // q == 1024 encodes the min normal
-  }
-  uint32_t r = a + 0xfffu + ((a >> 13) & 1u) - (112u << 23);        // rebias + round to nearest even
-  return uint16_t(sign | (r >> 13));
+  const uint32_t u = float_as_u32(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  // Normal range: rebias 127 -> 15 and round the mantissa to 10 bits (RNE) by an integer add; anything that
+  // rounds to >= 65520 (and inf) lands at or above 0x7c00 and is clamped to inf.
+  uint32_t r = (a + 0xfffu + ((a >> 13) & 1u) - (112u << 23)) >> 13;
+  r = select_u32(r < 0x7c00u, r, 0x7c00u);
+  // Below the min normal 2^-14 (grid 2^-24): adding 0.5 (whose ulp is 2^-24) makes the fp32 adder round to
+  // the grid (RNE); the low bits count 2^-24 steps (1024 encodes the min normal).
+  const uint32_t s = float_as_u32(u32_as_float(a) + 0.5f) - 0x3f000000u;
+  uint32_t out = select_u32(a < 0x38800000u, s, r);
+  out = select_u32(a > 0x7f800000u, 0x7e00u, out);                  // NaN
+  return uint16_t(sign | out);
 }
 
 // ---- fp8 e4m3fn (no inf; 0x7f/0xff are NaN; max 448) ----
@@ -81,8 +84,8 @@ LIVEACT_HD float fp8e4m3_to_float(uint8_t v) {
   const uint32_t mag = v & 0x7fu;
   const uint32_t normal = (mag << 20) + (120u << 23);
   const uint32_t sub = float_as_u32(float(mag & 0x7u) * 0.001953125f);  // man * 2^-9, exact
-  uint32_t bits = (mag >= 8u) ? normal : sub;
-  bits = (mag == 0x7fu) ? 0x7fc00000u : bits;                            // NaN
+  uint32_t bits = select_u32(mag >= 8u, normal, sub);
+  bits = select_u32(mag == 0x7fu, 0x7fc00000u, bits);                    // NaN
   return u32_as_float(bits | sign);
 }
 
@@ -100,12 +103,12 @@ LIVEACT_HD uint8_t float_to_fp8e4m3(float f) {
   // Any value that rounds above 448 (including inf) exceeds 0x7e after rebiasing: min() saturates it.
   uint32_t r = (a + 0x7ffffu + ((a >> 20) & 1u)) >> 20;
   r = r - (120u << 3);
-  r = r < 0x7eu ? r : 0x7eu;
+  r = select_u32(r < 0x7eu, r, 0x7eu);
   // Subnormal range (|f| < 2^-6, grid 2^-9): adding 2^14 (whose ulp is 2^-9) makes the fp32 adder round
   // to the grid (RNE); the low mantissa bits are then the count of 2^-9 steps (0..8; 8 encodes 2^-6).
   const uint32_t s = float_as_u32(u32_as_float(a) + 16384.0f) - 0x46800000u;
-  uint32_t out = a < 0x3c800000u ? s : r;
-  out = a > 0x7f800000u ? 0x7fu : out;                              // NaN
+  uint32_t out = select_u32(a < 0x3c800000u, s, r);
+  out = select_u32(a > 0x7f800000u, 0x7fu, out);                    // NaN
   return uint8_t(sign | out);
 }
 
