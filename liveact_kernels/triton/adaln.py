@@ -11,7 +11,6 @@ the fp32 modulation rows (3 x 4 B x D per frame) stay in L2 across the frame's 1
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 

@@ -26,7 +26,6 @@ H100 sizing at LiveAct's self-attention (B 1, H 40, Dh 128, Nq 9360, Nk 16380):
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import triton
@@ -35,7 +34,6 @@ import triton.language as tl
 from ._common import device_cc, pow2
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
 @triton.jit

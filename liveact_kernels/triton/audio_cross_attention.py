@@ -10,7 +10,6 @@ not for tensor-core shape. Grid: ceil(1170/64)=19 x 8 frames x 40 heads = 6080 p
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 

@@ -7,7 +7,6 @@ each thread owns 16 outputs; the W taps re-read overlapping x windows from L1, s
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 

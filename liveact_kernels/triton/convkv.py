@@ -199,12 +199,27 @@ def convkv_cache_update(cache_k, cache_v, new_k, new_v, weight_k, weight_v=None,
         raise ValueError(f"{op}: mode must be 'token' or 'frame', got {mode!r}")
     wk = weight_k.reshape(H * Dh, group).float().contiguous()
     wv = weight_v.reshape(H * Dh, group).float().contiguous() if weight_v is not None else wk
+    convkv_cache_update_fwd_triton(cache_k, cache_v, new_k, new_v, wk, wv, k_scale, v_scale, frame_len, group, mode,
+                                   sinks, compressed, recent, block)
+    return cache_k, cache_v
+
+
+def convkv_cache_update_fwd_triton(cache_k, cache_v, new_k, new_v, weight_k, weight_v, k_scale, v_scale, frame_len,
+                                   group, merge, sinks, compressed, recent, block):
+    """The op's launcher (torch.ops.liveact.convkv_cache_update_fwd's arguments): caches (B, S*fl, H, Dh),
+    new (B, frames*fl, H, Dh), weights (H*Dh, group) fp32 (unused, possibly empty, for block < 2),
+    scales (B, S*fl, H, 1) fp32 for fp8 caches. Updates the caches in place with one launch."""
+    B, N, H, Dh = cache_k.shape
+    fp8 = cache_k.dtype == torch.float8_e4m3fn
+    n_new = new_k.shape[1]
+    if block < 2 or weight_k.numel() == 0:
+        weight_k = weight_v = torch.zeros(1, dtype=torch.float32, device=cache_k.device)
     sk = k_scale if fp8 else cache_k
     sv = v_scale if fp8 else cache_v
-    if B * H:
-        _cache_update_kernel[(B * H, 2)](
-            cache_k, cache_v, sk, sv, new_k, new_v, wk, wv, frame_len, want_new, H, Dh,
-            *cache_k.stride(), *cache_v.stride(), *sk.stride()[:3], *sv.stride()[:3], *new_k.stride(),
-            *new_v.stride(), FP8=fp8, GROUP=group, FRAME=mode == "frame", SINKS=sinks, COMP=compressed,
-            RECENT=recent, BLOCK=min(int(block), 2), BT=32, BLOCK_D=pow2(Dh, 16), num_warps=8)
-    return cache_k, cache_v
+    if B * H == 0:
+        return
+    _cache_update_kernel[(B * H, 2)](
+        cache_k, cache_v, sk, sv, new_k, new_v, weight_k, weight_v, int(frame_len), n_new, H, Dh,
+        *cache_k.stride(), *cache_v.stride(), *sk.stride()[:3], *sv.stride()[:3], *new_k.stride(),
+        *new_v.stride(), FP8=fp8, GROUP=int(group), FRAME=merge == "frame", SINKS=int(sinks), COMP=int(compressed),
+        RECENT=int(recent), BLOCK=min(int(block), 2), BT=32, BLOCK_D=pow2(Dh, 16), num_warps=8)

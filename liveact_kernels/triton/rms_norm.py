@@ -6,7 +6,6 @@ register arithmetic; 32 registers on sm_90). Bytes: read 2 B + write 2 B per ele
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 

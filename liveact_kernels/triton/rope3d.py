@@ -8,7 +8,6 @@ width 21 fp32 pairs per position) are 15 KB in total and stay in L1/L2. Bytes: 4
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
