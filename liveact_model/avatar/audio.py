@@ -158,7 +158,8 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
                 ch, width, rate, nfr = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
                 raw = w.readframes(nfr)
         except (wave.Error, EOFError) as e:
-            raise ValueError(f"cannot read wav file {path!r}: {e} (expected uncompressed PCM wav)") from e
+            why = str(e) or "truncated or malformed header"
+            raise ValueError(f"cannot read wav file {path!r}: {why} (expected uncompressed PCM wav)") from e
         if width == 1:
             x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
         elif width == 2:
