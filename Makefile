@@ -35,9 +35,10 @@ test-triton: build
 test-cpu-only-build: build
 	LIVEACT_SKIP_CUDA_BUILD=1 $(PY) tests/check_cpu_only_build.py
 
-# The tiny avatar's evaluation at CI size: a 2-minute stream (lip-sync proxy, drift, KV bytes and RSS, FPS).
+# The tiny avatar's evaluation at CI size: a 2-minute stream (lip-sync proxy, drift, KV bytes and RSS, FPS);
+# --check fails the run on a regression (KV growth, drift, lip sync below its floor), never on a timing.
 test-eval: build
-	$(PY) -m liveact_model.evaluate --minutes 2 --skip compare --threads 1 --out out/eval.json
+	$(PY) -m liveact_model.evaluate --minutes 2 --skip compare --threads 1 --check --out out/eval.json
 
 # The main job: stream the bundled image + speech clip through the shipped tiny avatar model.
 demo: build
@@ -49,7 +50,7 @@ showcase: build
 
 # The hour-long stream of issue 6.
 soak: build
-	$(PY) -m liveact_model.evaluate --minutes 60 --skip compare --threads 1 --out out/soak.json
+	$(PY) -m liveact_model.evaluate --minutes 60 --skip compare --threads 1 --check --out out/soak.json
 
 bench: build
 	mkdir -p bench/results

@@ -30,8 +30,18 @@ COPY_FRAC = 0.5
 _ADALN_WHY = ("compute-bound on a busy 2-core CPU: per element, the bit-exact round-to-nearest-even conversion "
               "(shared with the CUDA code) and the LayerNorm's second pass over the cached row cost about as much "
               "as the memory traffic")
-REASONS: dict = {"adaln_residual": _ADALN_WHY, "adaln_modulate": _ADALN_WHY, "gated_residual": _ADALN_WHY,
-                 "rms_norm": _ADALN_WHY}
+REASONS: dict = {
+    "adaln_residual": _ADALN_WHY, "adaln_modulate": _ADALN_WHY, "gated_residual": _ADALN_WHY, "rms_norm": _ADALN_WHY,
+    "audio_cross_attention": ("about half of the call is page-faulting the freshly allocated output (the cpu_out row, "
+                              "same kernel with a preallocated out=, meets the target); the rest is per-row softmax "
+                              "and brgemm call overhead on 32-key tiles"),
+    "rope3d": ("the kernel runs at the copy bandwidth measured in the same group (100% copy): no kernel can beat a "
+               "memcpy of its bytes, so the 20x needs an eager baseline slower than this run's"),
+    "dequantize_fp8": ("the fp8 -> bf16 path is the bit-exact integer conversion shared with the CUDA code; not "
+                       "vectorised further yet (quantize, with AVX-512 forms, reaches the target)"),
+    "convkv_cache_update": ("the FP8 path's per-element convert + dequantise (integer bit math of numeric.h) does not "
+                            "vectorise on the CPU"),
+}
 # A group's copy GB/s more than this factor away from the run's median copy GB/s marks its % copy as unreliable.
 NOISY_COPY = 2.0
 

@@ -201,6 +201,9 @@ def main(argv=None):
     p.add_argument("--skip", nargs="*", default=[], choices=["lipsync", "stability", "kv", "fps", "compare"])
     p.add_argument("--out", default="out/eval.json")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 unless KV bytes stay flat, the stream is stable and lip sync stays above the "
+                        "regression floor (what CI runs)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -240,6 +243,34 @@ def main(argv=None):
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
     print(f"wrote {a.out}")
+    if a.check:
+        failures = check(res)
+        for f in failures:
+            print("CHECK FAILED:", f, flush=True)
+        if failures:
+            raise SystemExit(1)
+        print("eval checks passed", flush=True)
+
+
+# Regression floor for the held-out lip-sync proxy: the shipped weights measure r = 0.515 (docs/eval.json);
+# issue 6's target of 0.6 is not reached yet (docs/avatar.md). A drop below 0.4 means something broke.
+LIPSYNC_FLOOR = 0.4
+
+
+def check(res: dict) -> list:
+    """What CI asserts on an evaluation result: no timed assertions, only properties of the stream."""
+    out = []
+    if "kv" in res and not res["kv"]["flat_from_block2"]:
+        out.append(f"KV-cache bytes change after block 2: {res['kv']['kv_bytes_per_block']}")
+    if "stability" in res:
+        st = res["stability"]
+        if not st["stable"]:
+            out.append(f"colour/structure drift beyond the first minute's spread: lab {st['lab']}, ssim {st['ssim']}")
+        if not st["kv_flat_from_block2"]:
+            out.append(f"KV bytes {st['kv_bytes_block2']} at block 2 but {st['kv_bytes_end']} at the end")
+    if "lipsync" in res and not res["lipsync"]["r_mean"] >= LIPSYNC_FLOOR:
+        out.append(f"held-out lip-sync r = {res['lipsync']['r_mean']:.3f} < regression floor {LIPSYNC_FLOOR}")
+    return out
 
 
 if __name__ == "__main__":
