@@ -16,6 +16,15 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Runs a test module with one torch thread, restoring the previous count afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def require_backend(op: str, backend: str, device: str = "cpu"):
     """Skips (with the dispatcher's own reason) when `backend` cannot run `op` on `device`."""
     if device == "cuda" and not torch.cuda.is_available():

@@ -8,13 +8,8 @@ from liveact_model.avatar import metrics as M
 from liveact_model.avatar import render as R
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two torch threads on the shared, busy 2-core machine wait on each other (measured ~10x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread: on this 2-core machine two threads ran these models ~10x slower under load (docs/avatar.md)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_split_is_deterministic_and_disjoint():

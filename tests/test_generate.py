@@ -13,12 +13,8 @@ from liveact_model.avatar.tiny import ASSETS, DIT_FILE, VAE_FILE, load_avatar
 from liveact_model.avatar.video_io import read_video
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread: on this 2-core machine two threads ran these models ~10x slower under load (docs/avatar.md)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_weights_are_small():

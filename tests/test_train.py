@@ -8,13 +8,8 @@ from liveact_model.model import LiveActModel
 from liveact_model.train import LatentDataset, MODES, block_layout, forcing_loss, make_batch, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two torch threads on the shared, busy 2-core machine wait on each other (measured ~10x slower).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread: on this 2-core machine two threads ran these models ~10x slower under load (docs/avatar.md)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _dataset(num_blocks, n=2, seed=0):
