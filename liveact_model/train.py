@@ -1,5 +1,5 @@
 # Neighbor Forcing training of the LiveAct DiT (and the teacher-forcing / diffusion-forcing baselines) on the
-# procedural avatar data: `python -m liveact_model.train --minutes 20 --out assets/avatar_dit.safetensors`.
+# procedural avatar data: `python -m liveact_model.train --minutes 20 --out liveact_model/assets/avatar_dit.safetensors`.
 from __future__ import annotations
 
 import argparse
@@ -257,7 +257,7 @@ def main(argv=None):
     p.add_argument("--ckpt", default="out/train_ckpt.safetensors", help="training checkpoint (model+optimizer)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU)")
-    p.add_argument("--out", default=None, help="export fp16 weights for inference (e.g. assets/avatar_dit.safetensors)")
+    p.add_argument("--out", default=None, help="export fp16 weights for inference (e.g. liveact_model/assets/avatar_dit.safetensors)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-cache", default=None, help="save/load the encoded dataset here (shared by runs)")
     a = p.parse_args(argv)

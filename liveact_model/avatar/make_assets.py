@@ -1,4 +1,4 @@
-# Regenerates the bundled demo inputs in assets/ (deterministic): a held-out identity's reference image and
+# Regenerates the bundled demo inputs in liveact_model/assets/ (deterministic): a held-out identity's reference image and
 # held-out speech clips. `python -m liveact_model.avatar.make_assets`.
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 # The tiny avatar: its LiveActConfig (same model code as the official preset, small sizes), the VAE adapter for
 # LiveActPipeline, conditioning from a reference image (I2V y + "CLIP" tokens from the reference latent), and
-# loading of the bundled weights from assets/.
+# loading of the bundled weights from liveact_model/assets/.
 from __future__ import annotations
 
 import json
@@ -13,7 +13,8 @@ from ..config import LiveActConfig
 from . import audio as A
 from .vae import TinyVideoVAE
 
-ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets")
+# Shipped inside the package (setup.py package_data), so a wheel install finds them too.
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 VAE_FILE = "avatar_vae.safetensors"
 DIT_FILE = "avatar_dit.safetensors"
 HEIGHT = WIDTH = 64
@@ -90,7 +91,7 @@ def load_dit(path: str, backend: str = "auto", dtype=torch.float32):
 
 
 def load_avatar(assets: str = ASSETS, backend: str = "auto"):
-    """Bundled (model, AvatarVAE, train_meta) from assets/."""
+    """Bundled (model, AvatarVAE, train_meta) from liveact_model/assets/."""
     vae = AvatarVAE(TinyVideoVAE.load(os.path.join(assets, VAE_FILE)))
     model, meta = load_dit(os.path.join(assets, DIT_FILE), backend=backend)
     return model, vae, meta

@@ -83,7 +83,7 @@ def main(argv=None):
     p.add_argument("--clips", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="assets/avatar_vae.safetensors")
+    p.add_argument("--out", default="liveact_model/assets/avatar_vae.safetensors")
     p.add_argument("--init", default=None, help="continue from these VAE weights")
     p.add_argument("--decoder-only", action="store_true", help="freeze the encoder (latents stay identical)")
     p.add_argument("--frames", type=int, default=13, help="frames per training clip (1 + 4k)")
