@@ -7,6 +7,7 @@ from typing import Iterable, Optional
 import torch
 
 import liveact_kernels as ops
+from liveact_kernels import _backend
 from .config import get_config
 
 FP8 = torch.float8_e4m3fn
@@ -25,9 +26,28 @@ class ConvKVMemory:
     depthwise conv with kernel = stride = g), moves the last r frames of the previous block into the recent
     slots, then writes its own frames into [F0, W) and attends to all W slots.
 
-    Keys are stored already rotated (RoPE at their slot position), so the attention consumes the cache as is,
-    also in FP8 with per-(token, head) scales. Frames that move are re-rotated by the position delta, and the
-    compression un-rotates its inputs first, which equals the official "store raw K, rotate every call" order.
+    layout (default "raw" on every device):
+    - "raw", the official layout (§4.1, §4.3): K stored after RMSNorm and before RoPE, V raw; q and k arrive
+      un-rotated (the model checks `memory.layout`) with the query frame positions. Writing a block is one
+      in-place `ops.convkv_cache_update` per (step, layer) (compress + slot moves + FP8 quantisation in one
+      launch; FP8 scales come from the raw K and moved slots keep their bytes, as in the official code).
+      write=False and differentiable=True build the same slots functionally (`ops.convkv_compress` +
+      torch.cat; tests/test_memory.py checks they equal the kernel's bit for bit). Attention: when the
+      attention backend resolves to "triton" (CUDA tensors, or CPU tensors with backend="triton" under
+      TRITON_INTERPRET=1) and q is bf16/fp16, `liveact_kernels.triton.cache_attention` reads the cache as
+      stored and applies RoPE to q and to every key while loading (no roped copy). Otherwise (cpu / torch /
+      cuda backends, fp32 q, autograd) the fallback ropes q, and ropes the K window at slot positions 0..n-1
+      into one scratch buffer allocated once and reused (FP8: K is dequantised into it; V stays FP8 and its
+      scales go to ops.attention): this fallback materialises a roped copy of the K window on every call.
+    - "rotated": keys stored already rotated at their slot position, so the attention consumes the cache as
+      is. For every block >= 2 the compression dequantises, un-rotates, compresses, re-rotates and
+      re-quantises, and the moved recent slots are re-rotated by the position delta (and, FP8, re-quantised).
+      Equal to the official order in exact arithmetic, not in rounding.
+    Why "raw" is the default also on the CPU: measured on this 2-core machine (one core busy, 1 torch thread,
+    steady-state blocks, min of 7 runs): tiny avatar pipeline (liveact_model/assets, 4 layers, 16 tokens per
+    frame, 3 steps) fp32 cache 34.5 vs 38.3 ms/block (raw vs rotated), bf16 39.2 vs 44.5, fp8 39.1 vs 41.9;
+    tiny preset (run_blocks, 64 tokens per frame) bf16 16.3 vs 17.7, fp8 17.8 vs 20.3. The raw update is one
+    kernel call where the rotated one needs ~10 ops, which outweighs re-roping the 14-slot K window.
 
     dtype: torch.bfloat16 / float16 / float32, or torch.float8_e4m3fn (+ fp32 scales [B, N, H, 1]).
     mode: "token" (checkpoint-compatible raster-order merge, §12.3) or "frame" (same token across frames).
@@ -42,8 +62,13 @@ class ConvKVMemory:
 
     def __init__(self, config="official", *, steps: Optional[Iterable[int]] = None, num_layers: Optional[int] = None,
                  dtype=torch.bfloat16, device="cpu", mode: str = "token", use_v_proj: bool = False,
-                 differentiable: bool = False, offload: bool = False):
+                 differentiable: bool = False, offload: bool = False, layout: Optional[str] = None):
         self.config = cfg = get_config(config)
+        if layout is None:   # "raw" on every device: measured faster on the CPU too (class docstring)
+            layout = "raw"
+        if layout not in ("raw", "rotated"):
+            raise ValueError(f"ConvKVMemory: layout must be 'raw' or 'rotated', got {layout!r}")
+        self.layout = layout
         if mode not in ("token", "frame"):
             raise ValueError(f"ConvKVMemory: mode must be 'token' or 'frame', got {mode!r}")
         if dtype not in (torch.bfloat16, torch.float16, torch.float32, FP8):
@@ -65,6 +90,7 @@ class ConvKVMemory:
         self._ring_key = [None, None]                   # (step, layer) held by each staging set
         self._ring_event = [None, None]
         self._side = None
+        self._scratch = None                            # raw layout, non-Triton attention: roped-K window
 
     # ---- allocation / bookkeeping ----
     def allocate(self, batch: int, hw) -> None:
@@ -93,6 +119,7 @@ class ConvKVMemory:
             self._ring_key = [None, None]
             if self.device.type == "cuda":
                 self._side = torch.cuda.Stream(device=self.device)
+        self._scratch = None
 
     def reset(self) -> None:
         """Start a new stream; buffers stay allocated (their content is overwritten before it is read)."""
@@ -163,6 +190,8 @@ class ConvKVMemory:
                 total += sum(t.numel() * t.element_size() for ls in store.values() for t in ls)
         for ring in self._ring or ():
             total += sum(t.numel() * t.element_size() for t in ring.values() if t is not None)
+        if self._scratch is not None:
+            total += self._scratch.numel() * self._scratch.element_size()
         return total
 
     def commit(self, step: int, block_index: int) -> None:
@@ -245,10 +274,13 @@ class ConvKVMemory:
         return torch.cat([ck, mk], 1), torch.cat([cv, self._deq(mv, mvs, be)], 1)
 
     def attend(self, q, k, v, *, step: int, layer: int, block_index: int, grid, weight_k, weight_v,
-               write: bool = True, backend: str = "auto"):
-        """q, k: (B, T·fl, H, Dh) already rotated at the block's slot positions; v: (B, T·fl, H, Dh).
-        Updates the (step, layer) cache in the official order (compress, move, write) unless write=False, in
-        which case the same keys are built transiently. Returns the attention output (B, T·fl, H, Dh)."""
+               write: bool = True, backend: str = "auto", q_positions=None):
+        """q, k, v: (B, T·fl, H, Dh). layout="rotated": q and k already rotated at the block's slot positions;
+        layout="raw": q and k un-rotated (k after RMSNorm, before RoPE), q_positions = the temporal RoPE
+        positions of the block's T frames (default: the slot positions, 0.. for block 0, first_block_frames..
+        after). Updates the (step, layer) cache in the official order (compress, move, write) unless
+        write=False, in which case the same keys are built transiently. Returns the attention output
+        (B, T·fl, H, Dh)."""
         cfg = self.config
         be = backend
         if step not in self.blocks:
@@ -268,12 +300,20 @@ class ConvKVMemory:
             raise ValueError(f"ConvKVMemory: q on {q.device}, memory computes on {self.device}")
         F0, W = cfg.first_block_frames, cfg.window_frames
         start = 0 if block_index == 0 else F0
+        if self.layout == "raw":
+            if q_positions is None:
+                q_positions = torch.arange(start, start + T, device=q.device)
+            run = self._attend_raw
+            args = (q, k, v, step, layer, block_index, (h, w), T, start, weight_k, weight_v, write, be, q_positions)
+        else:
+            run = self._attend
+            args = (q, k, v, step, layer, block_index, (h, w), T, start, weight_k, weight_v, write, be)
         if not self.offload:
-            return self._attend(q, k, v, step, layer, block_index, (h, w), T, start, weight_k, weight_v, write, be)
+            return run(*args)
         host = self._host((step, layer))
         r = self._stage(step, layer)
         try:
-            out = self._attend(q, k, v, step, layer, block_index, (h, w), T, start, weight_k, weight_v, write, be)
+            out = run(*args)
         finally:
             first = cfg.num_sink if block_index >= 2 else start
             changed = slice(first * fl, (start + T) * fl) if write else None
@@ -308,6 +348,115 @@ class ConvKVMemory:
         vq, vs = self._quant(v, be)
         return kq, vq, ks, vs
 
+    # ---- raw layout (official: K after RMSNorm before RoPE, V raw; RoPE at attention time) ----
+    def _update_kwargs(self, block_index, weight_k, weight_v, be):
+        cfg = self.config
+        return dict(frame_len=self.frame_len, group=cfg.compress_group, mode=self.mode, sinks=cfg.num_sink,
+                    compressed=cfg.num_compressed, recent=cfg.num_recent, block=min(block_index, 2), backend=be)
+
+    def _raw_window(self, step, layer, k, v, block_index, weight_k, weight_v, be):
+        """Functional twin of ops.convkv_cache_update: the first n slots (k, v, k_scale, v_scale) the cache
+        would hold after the update, built from ops.convkv_compress and torch.cat without writing anything
+        (write=False, and the differentiable mode). FP8: the compressed slots and the new block get a fresh
+        per-(token, head) scale, the moved recent slots keep their bytes and scales (as the kernel does)."""
+        cfg = self.config
+        s, c, r, g, nb = cfg.num_sink, cfg.num_compressed, cfg.num_recent, cfg.compress_group, cfg.block_frames
+        fl = self.frame_len
+        new = self._qkv(k, v, be)
+        if block_index == 0:
+            parts = [new]
+        elif block_index == 1:
+            parts = [self._get(step, layer, 0, cfg.first_block_frames), new]
+        else:
+            sk, sv, sks, svs = self._get(step, layer, s, s + c * g)
+            if self.fp8:   # the kernel dequantises as q * scale in fp32 and accumulates in fp32
+                sk, sv = self._deq(sk, sks, be), self._deq(sv, svs, be)
+            wv = weight_v if self.use_v_proj else weight_k
+            kw = dict(group=g, mode=self.mode, frame_len=fl, backend=be)
+            ck = torch.cat([ops.convkv_compress(sk[:, j * g * fl:(j + 1) * g * fl], weight_k, **kw)
+                            for j in range(c)], 1)
+            cv = torch.cat([ops.convkv_compress(sv[:, j * g * fl:(j + 1) * g * fl], wv, **kw)
+                            for j in range(c)], 1)
+            parts = [self._get(step, layer, 0, s), self._qkv(ck, cv, be),
+                     self._get(step, layer, s + c + nb, s + c + nb + r), new]
+        K, V = torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+        KS = torch.cat([p[2] for p in parts], 1) if self.fp8 else None
+        VS = torch.cat([p[3] for p in parts], 1) if self.fp8 else None
+        return K, V, KS, VS
+
+    def _attend_raw(self, q, k, v, step, layer, block_index, hw, T, start, weight_k, weight_v, write, be, qpos):
+        n = start + T
+        fl = self.frame_len
+        if self.differentiable or not write:
+            K, V, KS, VS = self._raw_window(step, layer, k, v, block_index, weight_k, weight_v, be)
+            if write:   # differentiable: replace the buffers (autograd keeps the old ones alive as needed)
+                def rep(buf, x):
+                    return torch.cat([x, buf[:, n * fl:]], 1) if n * fl < buf.shape[1] else x
+                self._k[step][layer] = rep(self._k[step][layer], K)
+                self._v[step][layer] = rep(self._v[step][layer], V)
+        else:
+            Kc, Vc = self._k[step][layer], self._v[step][layer]
+            KSc = self._ks[step][layer] if self.fp8 else None
+            VSc = self._vs[step][layer] if self.fp8 else None
+            nk = k if self.fp8 else k.to(self.dtype)
+            nv = v if self.fp8 else v.to(self.dtype)
+            ops.convkv_cache_update(Kc, Vc, nk.contiguous(), nv.to(nk.dtype).contiguous(), weight_k,
+                                    weight_v if self.use_v_proj else None, k_scale=KSc, v_scale=VSc,
+                                    **self._update_kwargs(block_index, weight_k, weight_v, be))
+            K, V, KS, VS = Kc, Vc, KSc, VSc
+        return self._raw_attention(q, K, V, KS, VS, n, hw, qpos, be)
+
+    def _uses_cache_attention(self, q, K, be):
+        if self.differentiable or q.requires_grad or q.dtype not in (torch.bfloat16, torch.float16):
+            return False
+        if K.dtype != q.dtype and K.dtype != FP8:
+            return False
+        try:
+            return _backend.resolve("attention", be, q.device) == "triton"
+        except RuntimeError:
+            return False
+
+    def _raw_attention(self, q, K, V, KS, VS, n, hw, qpos, be):
+        """Attention of the un-rotated block queries over the first n raw slots (slot s at position s).
+        K, V (and the scales) may hold more than n slots (the whole in-place buffer)."""
+        cfg = self.config
+        h, w = hw
+        fl = h * w
+        N = n * fl
+        if self._uses_cache_attention(q, K, be):
+            from liveact_kernels.triton.cache_attention import cache_attention
+            return cache_attention(q, K, V, grid_hw=(h, w), q_frame_positions=qpos, k_scale=KS, v_scale=VS,
+                                   num_kv_tokens=N, theta=cfg.rope_theta, split=cfg.rope_split)
+        rope = dict(theta=cfg.rope_theta, split=cfg.rope_split, backend=be)
+        qr = ops.rope3d(q, grid=(q.shape[1] // fl, h, w), frame_positions=qpos, **rope)
+        kpos = torch.arange(n, device=q.device)
+        Kw, Vw = K[:, :N], V[:, :N]
+        KSw = KS[:, :N] if self.fp8 else None
+        VSw = VS[:, :N] if self.fp8 else None
+        if self.differentiable or torch.is_grad_enabled() and (Kw.requires_grad or q.requires_grad):
+            Kd = self._deq(Kw, KSw, be).to(q.dtype) if self.fp8 else Kw.to(q.dtype)
+            kr = ops.rope3d(Kd, grid=(n, h, w), frame_positions=kpos, **rope)
+        else:
+            # a roped copy of the K window, materialised per call into one reused scratch buffer
+            B, _, H, Dh = K.shape
+            full = B * cfg.window_frames * fl * H * Dh
+            if (self._scratch is None or self._scratch.dtype != q.dtype or self._scratch.numel() != full
+                    or self._scratch.device != q.device):
+                self._scratch = torch.empty(full, dtype=q.dtype, device=q.device)
+            kr = self._scratch[:B * N * H * Dh].view(B, N, H, Dh)
+            if self.fp8:      # dequantise into the scratch (q * scale in fp32, rounded once), rope in place
+                kr.copy_(Kw)  # exact: every e4m3 value is a bf16/fp16/fp32 value
+                kr.mul_(KSw)  # the product is formed in fp32 (type promotion) and rounded once
+                ops.rope3d(kr, grid=(n, h, w), frame_positions=kpos, out=kr, **rope)
+            elif Kw.dtype == q.dtype:
+                ops.rope3d(Kw, grid=(n, h, w), frame_positions=kpos, out=kr, **rope)
+            else:
+                kr.copy_(Kw)
+                ops.rope3d(kr, grid=(n, h, w), frame_positions=kpos, out=kr, **rope)
+        if self.fp8:
+            return ops.attention(qr, kr, Vw, tensor_layout="NHD", v_scale=VSw, backend=be)
+        return ops.attention(qr, kr, Vw.to(q.dtype), tensor_layout="NHD", backend=be)
+
     # ---- inspection ----
     def read(self, step: int, layer: int, unrotate: bool = True):
         """Dequantised (k, v) of the filled slots, fp32 (B, n·fl, H, Dh); keys un-rotated (the official raw K)."""
@@ -315,7 +464,7 @@ class ConvKVMemory:
         n = 0 if done == 0 else (self.config.first_block_frames if done == 1 else self.config.window_frames)
         k, v, ks, vs = self._get(step, layer, 0, n)
         k, v = self._deq(k, ks, "torch"), self._deq(v, vs, "torch")
-        if unrotate and n:
+        if unrotate and n and self.layout == "rotated":
             h_w = self._hw
             k = self._rope(k, n, torch.arange(n, device=k.device), h_w, "torch", inverse=True)
         return k, v

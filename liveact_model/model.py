@@ -74,17 +74,22 @@ class SelfAttention(nn.Module):
         q = self.norm_q(self.q(x), backend).view(B, S, H, Dh)
         k = self.norm_k(self.k(x), backend).view(B, S, H, Dh)
         v = self.v(x).view(B, S, H, Dh)
-        # RoPE at the block's slot positions; the memory keeps keys already rotated (memory.py explains why)
-        q = ops.rope3d(q, grid=grid, frame_positions=positions, theta=self.cfg.rope_theta,
-                       split=self.cfg.rope_split, backend=backend)
-        k = ops.rope3d(k, grid=grid, frame_positions=positions, theta=self.cfg.rope_theta,
-                       split=self.cfg.rope_split, backend=backend)
+        # a memory with the official raw layout (ConvKVMemory(layout="raw")) takes q and k un-rotated and
+        # applies RoPE itself at attention time (the slot positions change as frames move); otherwise rotate
+        # both here at the block's slot positions (layout="rotated" keeps keys already rotated)
+        raw = memory is not None and getattr(memory, "layout", "rotated") == "raw"
+        if not raw:
+            q = ops.rope3d(q, grid=grid, frame_positions=positions, theta=self.cfg.rope_theta,
+                           split=self.cfg.rope_split, backend=backend)
+            k = ops.rope3d(k, grid=grid, frame_positions=positions, theta=self.cfg.rope_theta,
+                           split=self.cfg.rope_split, backend=backend)
         if memory is None:
             out = ops.attention(q, k, v, tensor_layout="NHD", backend=backend)
         else:
+            extra = {"q_positions": positions} if raw else {}
             out = memory.attend(q, k, v, step=step, layer=layer, block_index=block_index, grid=grid,
                                 weight_k=self.memory_proj_k.weight, weight_v=self.memory_proj_v.weight,
-                                write=write, backend=backend)
+                                write=write, backend=backend, **extra)
         return self.o(out.flatten(2))
 
 

@@ -62,20 +62,34 @@ def official_compress(x, weight):
 
 
 class OfficialMemory:
-    """Literal official single-GPU schedule for the 14-slot layout [S0 S1 | Ca Cb | Ra Rb | P0..P7], fp64.
-    Same attend() interface as ConvKVMemory; q/k arrive rotated (the model ropes them), so K is un-rotated
-    to the raw value the official cache stores, and every call re-rotates all slots at their slot index."""
+    """Literal official single-GPU schedule for the 14-slot layout [S0 S1 | Ca Cb | Ra Rb | P0..P7].
+    Same attend() interface as ConvKVMemory. layout="rotated": q/k arrive rotated (the model ropes them), so K
+    is un-rotated to the raw value the official cache stores; layout="raw": q/k arrive un-rotated (the model
+    passes them as to ConvKVMemory(layout="raw")). Every call re-rotates all slots at their slot index.
+    dtype=None computes in fp64 throughout; dtype=torch.bfloat16 rounds like the official bf16 cache: raw K
+    and V stored in bf16, compressed slots rounded to bf16, roped q and K cast to bf16 before the attention
+    (which then runs in fp64 on those bf16 values)."""
 
-    def __init__(self):
+    def __init__(self, dtype=None, layout="rotated"):
         self.slots = {}     # (step, layer) -> list of 14 (k_raw, v) per-slot tensors
         self.count = {}
+        self.dtype, self.layout = dtype, layout
 
-    def attend(self, q, k, v, *, step, layer, block_index, grid, weight_k, weight_v, write=True, backend=None):
+    def _r(self, x):
+        return x.to(self.dtype).double() if self.dtype is not None else x.double()
+
+    def attend(self, q, k, v, *, step, layer, block_index, grid, weight_k, weight_v, write=True, backend=None,
+               q_positions=None):
         T, h, w = grid
         pos0 = 0 if block_index == 0 else 6
-        k_raw = official_unrope(k, list(range(pos0, pos0 + T)), (h, w))
+        qpos = list(range(pos0, pos0 + T))
+        if self.layout == "raw":
+            k_raw, qr = k.double(), self._r(official_rope(q, qpos, (h, w)))
+        else:
+            k_raw, qr = official_unrope(k, qpos, (h, w)), q.double()
+        k_raw, vv = self._r(k_raw), self._r(v)
         fl = h * w
-        cur = [(k_raw[:, i * fl:(i + 1) * fl], v.double()[:, i * fl:(i + 1) * fl]) for i in range(T)]
+        cur = [(k_raw[:, i * fl:(i + 1) * fl], vv[:, i * fl:(i + 1) * fl]) for i in range(T)]
         slots = list(self.slots.get((step, layer), [None] * 14))
         if block_index == 0:
             slots[0:6] = cur
@@ -87,7 +101,8 @@ class OfficialMemory:
             def phi(idx):
                 ks = torch.cat([slots[i][0] for i in idx], 1)
                 vs = torch.cat([slots[i][1] for i in idx], 1)
-                return official_compress(ks, weight_k), official_compress(vs, weight_k)  # V uses the K kernel
+                # V uses the K kernel
+                return self._r(official_compress(ks, weight_k)), self._r(official_compress(vs, weight_k))
             slots[2] = phi(range(2, 7))
             slots[3] = phi(range(7, 12))
             slots[4], slots[5] = slots[12], slots[13]
@@ -95,9 +110,9 @@ class OfficialMemory:
             n = 14
         if write:
             self.slots[(step, layer)] = slots
-        K = official_rope(torch.cat([s[0] for s in slots[:n]], 1), list(range(n)), (h, w))
+        K = self._r(official_rope(torch.cat([s[0] for s in slots[:n]], 1), list(range(n)), (h, w)))
         V = torch.cat([s[1] for s in slots[:n]], 1)
-        qf = q.double().permute(0, 2, 1, 3)
+        qf = qr.permute(0, 2, 1, 3)
         s = qf @ K.permute(0, 2, 3, 1) / math.sqrt(q.shape[-1])
         o = s.softmax(-1) @ V.permute(0, 2, 1, 3)
         return o.permute(0, 2, 1, 3).to(q.dtype)
