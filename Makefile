@@ -7,7 +7,7 @@ DEPS_STAMP := $(VENV)/.deps-stamp
 BUILD_STAMP := $(VENV)/.build-stamp
 KERNEL_SOURCES := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh') setup.py pyproject.toml
 
-.PHONY: venv build test test-python test-triton test-cpu-only-build test-eval demo showcase bench soak clean
+.PHONY: venv build test test-python test-triton test-install test-eval demo showcase bench soak clean
 
 venv: $(DEPS_STAMP)
 $(DEPS_STAMP): requirements.txt
@@ -22,7 +22,7 @@ $(BUILD_STAMP): $(DEPS_STAMP) $(KERNEL_SOURCES)
 	$(PY) -c "import liveact_kernels as lk; print('liveact build:', lk.build_info())"
 	touch $@
 
-test: build test-python test-triton test-cpu-only-build test-eval
+test: build test-python test-triton test-install test-eval
 
 test-python: build
 	$(PY) -m pytest -q tests
@@ -31,9 +31,10 @@ test-python: build
 test-triton: build
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton tests
 
-# The CPU-only build path (no CUDA kernels) builds and works.
-test-cpu-only-build: build
-	LIVEACT_SKIP_CUDA_BUILD=1 $(PY) tests/check_cpu_only_build.py
+# A real (non-editable) `pip install --no-build-isolation .` of the CPU-only build with portable AVX2 kernels, into
+# build/install-check: the installed package, its data and console script work, and the ISA-specific op tests pass.
+test-install: build
+	$(PY) tests/check_install.py
 
 # The tiny avatar's evaluation at CI size: a 2-minute stream (lip-sync proxy, drift, KV bytes and RSS, FPS);
 # --check fails the run on a regression (KV growth, drift, lip sync below its floor), never on a timing.

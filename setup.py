@@ -10,6 +10,8 @@ from setuptools import find_packages, setup
 
 # ---------------------------------------------------------------- build switches (the only env reads)
 SKIP_CUDA_BUILD = os.environ.get("LIVEACT_SKIP_CUDA_BUILD", "0") not in ("", "0", "false", "FALSE")
+# CI sets this: a build that would silently fall back to the CPU extension fails instead
+REQUIRE_CUDA_BUILD = os.environ.get("LIVEACT_REQUIRE_CUDA_BUILD", "0") not in ("", "0", "false", "FALSE")
 CPU_ARCH = os.environ.get("LIVEACT_CPU_ARCH", "native")  # value of -march; e.g. x86-64-v3 for portable wheels
 TORCH_CUDA_ARCH_LIST = os.environ.get("TORCH_CUDA_ARCH_LIST")  # standard torch variable
 DEFAULT_CUDA_ARCHS = "8.0;8.9;9.0a"  # Ampere (bf16 paths), Ada and Hopper (FP8 paths)
@@ -66,6 +68,8 @@ elif cuda_home is None:
 else:
     build_cuda = True
 if not build_cuda:
+    if REQUIRE_CUDA_BUILD and not SKIP_CUDA_BUILD:
+        sys.exit(f"liveact: LIVEACT_REQUIRE_CUDA_BUILD is set but the CUDA kernels cannot be built: {reason}.")
     print(f"liveact: building the CPU extension only ({reason}).", flush=True)
 
 if build_cuda and not TORCH_CUDA_ARCH_LIST and not torch.cuda.is_available():
@@ -120,6 +124,19 @@ else:
         extra_link_args=link_args,
     )
 
+
+class LiveactBuildExt(BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension with a persistent object folder per configuration: pip's editable and wheel
+    builds otherwise compile in a fresh temporary folder, so that touching one kernel rebuilt all of them.
+    ninja then recompiles only the translation units whose sources, headers or flags changed."""
+
+    def finalize_options(self):
+        if self.build_temp is None or "build-temp" in os.path.basename(self.build_temp):
+            kind = "cuda-" + (TORCH_CUDA_ARCH_LIST or "").replace(";", "_") if build_cuda else "cpu"
+            self.build_temp = os.path.join(HERE, "build", f"obj-{kind}-{CPU_ARCH}")
+        super().finalize_options()
+
+
 setup(
     name="liveact",
     version="0.1.0",
@@ -127,7 +144,7 @@ setup(
     packages=find_packages(include=["liveact_kernels", "liveact_kernels.*", "liveact_model", "liveact_model.*"]),
     package_data={"liveact_model": ["assets/*"]},
     ext_modules=[ext],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": LiveactBuildExt},
     entry_points={"console_scripts": ["liveact=liveact_model.cli:main"]},
     python_requires=">=3.10",
 )

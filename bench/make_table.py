@@ -44,6 +44,9 @@ REASONS: dict = {
 }
 # A group's copy GB/s more than this factor away from the run's median copy GB/s marks its % copy as unreliable.
 NOISY_COPY = 2.0
+# A provider whose median is more than this factor above its own minimum was disturbed by other jobs (on a busy
+# 2-core machine an OpenMP region waits a whole 4 ms scheduler tick for a descheduled thread): flagged in the table.
+NOISY_SPREAD = 1.5
 
 
 def _target(op: str, row: dict) -> dict:
@@ -82,6 +85,7 @@ def load(paths) -> tuple[list[dict], dict]:
         ei.setdefault("shape", "")
         ei.setdefault("dtype", "")
         ei["median_ms"] = med * 1e3
+        ei["min_ms"] = float(b["stats"]["min"]) * 1e3
         ei["group"] = b.get("group") or f"{ei['op']} {ei['shape']} {ei['dtype']}"
         ei["gbps"] = ei["bytes"] / med / 1e9 if ei.get("bytes") and med > 0 else None
         ei["tflops"] = ei["flops"] / med / 1e12 if ei.get("flops") and med > 0 else None
@@ -109,6 +113,8 @@ def annotate(rows: list[dict]) -> None:
             m["ratio"] = best_base / m["median_ms"] if best_base and m["role"] != "copy" else None
             m["copy_frac"] = m["gbps"] / copy_gbps if copy_gbps and m["gbps"] and m["role"] != "copy" else None
             m["target"], m["met"], m["reason"] = "", None, ""
+            noisy = [x for x in members if x["median_ms"] > NOISY_SPREAD * x["min_ms"]]
+            m["noisy"] = bool(noisy)
             if m["role"] != "kernel":
                 continue
             t = _target(m["op"], m)
@@ -124,6 +130,10 @@ def annotate(rows: list[dict]) -> None:
                 if not ok:
                     m["reason"] = REASONS.get((m["op"], m["provider"])) or REASONS.get(m["op"]) or \
                         "not analysed yet"
+                    if noisy:
+                        m["reason"] = ("noisy group: " + ", ".join(f"{x['provider']} median {x['median_ms']:.1f} ms vs "
+                                                                  f"min {x['min_ms']:.1f} ms" for x in noisy)
+                                       + "; " + m["reason"])
                     if copy_gbps and run_copy and not (1 / NOISY_COPY <= copy_gbps / run_copy <= NOISY_COPY):
                         m["reason"] = (f"unreliable yardstick: this group's copy ran at {copy_gbps:.2f} GB/s, the "
                                        f"run's median copy at {run_copy:.2f} GB/s (shared machine); "
@@ -150,6 +160,9 @@ def render(rows: list[dict], data: dict, src: str) -> str:
         "Columns: *ratio* = best baseline's median / this provider's median (same op, shape, dtype); "
         "*% copy* = this provider's GB/s / the GB/s of a plain tensor copy of the same bytes; targets from issue 2.",
         "",
+        f"Noisy groups (a provider's median > {NOISY_SPREAD}x its minimum, i.e. other jobs disturbed the run): "
+        f"{len({r['group'] for r in rows if r.get('noisy')})} of {len({r['group'] for r in rows})}.",
+        "",
     ]
     by_op = defaultdict(list)
     for r in rows:
@@ -161,6 +174,8 @@ def render(rows: list[dict], data: dict, src: str) -> str:
                 "|---|---|---|---|---:|---:|---:|---:|---:|---|---|---|"]
         for r in sorted(by_op[op], key=lambda r: (r["shape"], r["dtype"], role_order.get(r["role"], 3), r["provider"])):
             met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
+            if met and r.get("noisy"):
+                met += " (noisy)"
             out.append(f"| {r['shape']} | {r['dtype']} | {r['provider']} | {r['role']} | {r['median_ms']:.3f} | "
                        f"{_fmt(r['gbps'], '.2f')} | {_fmt(r['tflops'], '.3f')} | "
                        f"{_fmt(r['ratio'], '.2f', '')}{'x' if r['ratio'] is not None else ''} | "

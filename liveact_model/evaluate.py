@@ -43,15 +43,16 @@ def lipsync(model, vae, n_ident: int = 3, seconds: float = 8.0, backend=None, se
                                                              backend=backend)], 1)[:, :n]
         box = R.mouth_box(clip["identity"])
         loud = A.loudness_to_open(clip["db"])[: gen.shape[1]]
-        op = M.mouth_opening(gen, box)
+        op = M.mouth_opening(gen, box, layout="cthw")
         gt = clip["frames"].permute(1, 0, 2, 3)
         with torch.no_grad():
             rec = vae.vae.decode(vae.vae.encode(gt[:, : 1 + 4 * ((n - 1) // 4)]))
         lag = M.lag_correlation(op, loud)
         rows.append({"identity": i, "clip": c, "frames": int(gen.shape[1]), "r": lag["r"],
                      "best_lag": lag["best_lag"], "r_best_lag": lag["r_best_lag"],
-                     "r_ground_truth": M.pearson(M.mouth_opening(gt, box), A.loudness_to_open(clip["db"])),
-                     "r_vae_recon": M.pearson(M.mouth_opening(rec, box), loud[: rec.shape[1]])})
+                     "r_ground_truth": M.pearson(M.mouth_opening(gt, box, layout="cthw"),
+                                                 A.loudness_to_open(clip["db"])),
+                     "r_vae_recon": M.pearson(M.mouth_opening(rec, box, layout="cthw"), loud[: rec.shape[1]])})
     return {"per_clip": rows, "r_mean": float(np.mean([r["r"] for r in rows])),
             "r_ground_truth_mean": float(np.mean([r["r_ground_truth"] for r in rows])),
             "r_vae_recon_mean": float(np.mean([r["r_vae_recon"] for r in rows])),
@@ -97,17 +98,11 @@ def stability(model, vae, minutes: float, identity: int | None = None, backend=N
         bar = tqdm(total=int(minutes * 60 * fps), unit="frame", desc=f"stream {minutes} min", disable=not progress)
     except ImportError:
         bar = None
-    full = model.config.block_frames * model.config.vae_scale
     for idx, frames, g, d in gen:
         n = frames.shape[1]
-        if idx > 0 and n < full:
-            # The stream's last, audio-padded partial block is not a steady-state sample (its few kept frames
-            # were measured grey-ish, b* ≈ 0.6 vs ≈ 24): leave it out of the checkpoint statistics.
-            frame0 += n
-            continue
-        lab = M.face_lab(frames, fmask).mean(0)
-        ss = float(M.ssim(frames, ref, fbox).mean())
-        op = M.mouth_opening(frames, mbox)
+        lab = M.face_lab(frames, fmask, layout="cthw").mean(0)
+        ss = float(M.ssim(frames, ref, fbox, layout="cthw").mean())
+        op = M.mouth_opening(frames, mbox, layout="cthw")
         mouth.append(op)
         per_block.append({"block": idx, "t_min": (frame0 + n) / fps / 60.0, "lab": lab.tolist(), "ssim": ss,
                           "rss": rss_bytes(), "kv": st["kv_bytes"], "sec": g + d})

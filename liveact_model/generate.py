@@ -63,7 +63,7 @@ def generate(image_path: str, audio_path: str, out: str, *, sheet: str | None = 
     gen_s = dec_s = 0.0
     with VideoWriter(out, A.FPS, HEIGHT, WIDTH, audio=wav, sr=A.SAMPLE_RATE, upscale=upscale) as w:
         for idx, frames, g, d in stream_frames(model, vae, image, feats, seed=seed, backend=backend):
-            w.write(frames)
+            w.write(frames, layout="cthw")
             gen_s, dec_s = gen_s + g, dec_s + d
             lat.append(g + d)
             for k in range(0, frames.shape[1], 8):

@@ -47,6 +47,10 @@ KERNEL_BACKENDS = ("cpu", "cuda", "triton")
 
 
 def pytest_configure(config):
+    installed = os.environ.get("LIVEACT_TEST_INSTALLED")
+    if installed:  # tests/check_install.py: the tests must exercise the installed copy, not the checkout
+        import liveact_kernels
+        assert liveact_kernels.__file__.startswith(installed), (liveact_kernels.__file__, installed)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         from liveact_kernels.triton import interpreter_fixes  # noqa: F401  (applies the documented workaround)
 

@@ -1,5 +1,7 @@
 """The CUDA kernels compiled into liveact_kernels._C, read back from the binary (the triton wheel's cuobjdump):
 every kernel exists for every architecture of build_info()["cuda_archs"], with zero register spills."""
+import os
+
 import pytest
 
 from liveact_kernels import _backend
@@ -13,6 +15,8 @@ def _so_and_archs():
         pytest.skip(f"liveact_kernels._C is not built: {_backend.compiled_extension_error()}")
     info = _backend.build_info()
     if not info.get("cuda_kernels"):
+        if os.environ.get("LIVEACT_REQUIRE_CUDA_BUILD", "0") not in ("", "0"):
+            pytest.fail("LIVEACT_REQUIRE_CUDA_BUILD is set but liveact_kernels._C has no CUDA kernels")
         pytest.skip("liveact_kernels._C was built without CUDA kernels (LIVEACT_SKIP_CUDA_BUILD or no toolkit)")
     pytest.importorskip("triton")
     from liveact_kernels.triton import aot

@@ -13,30 +13,38 @@ from . import render as R
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
-def _frames_tchw(frames: torch.Tensor) -> torch.Tensor:
-    """Accept (3, T, H, W) or (T, 3, H, W) in [-1, 1] or uint8; return (T, 3, H, W) float in [0, 1]."""
+def _frames_tchw(frames: torch.Tensor, layout: str | None = None) -> torch.Tensor:
+    """Accept (3, T, H, W) (layout "cthw", what the pipeline yields) or (T, 3, H, W) ("tchw") in [-1, 1] or uint8;
+    return (T, 3, H, W) float in [0, 1]. layout=None infers it, and refuses the ambiguous (3, 3, H, W): a block of
+    exactly 3 frames was once read transposed (time as colour), which looked like a grey last block."""
     if frames.dim() == 3:
         frames = frames.unsqueeze(0)
     if frames.dim() != 4:
         raise ValueError(f"frames must be (T, 3, H, W) or (3, T, H, W), got shape {tuple(frames.shape)}")
-    if frames.shape[1] != 3 and frames.shape[0] == 3:
+    if layout is None:
+        if frames.shape[0] == 3 and frames.shape[1] == 3:
+            raise ValueError("frames of shape (3, 3, H, W) are ambiguous: pass layout='cthw' or 'tchw'")
+        layout = "cthw" if frames.shape[0] == 3 and frames.shape[1] != 3 else "tchw"
+    if layout == "cthw":
         frames = frames.permute(1, 0, 2, 3)
+    elif layout != "tchw":
+        raise ValueError(f"layout must be 'cthw', 'tchw' or None, got {layout!r}")
     if frames.shape[1] != 3:
-        raise ValueError(f"frames need 3 colour channels, got shape {tuple(frames.shape)}")
+        raise ValueError(f"frames need 3 colour channels (layout {layout!r}), got shape {tuple(frames.shape)}")
     frames = frames.detach()
     if frames.dtype == torch.uint8:
         return frames.float() / 255.0
     return (frames.float().clamp(-1, 1) + 1.0) / 2.0
 
 
-def mouth_opening(frames: torch.Tensor, box: tuple) -> np.ndarray:
+def mouth_opening(frames: torch.Tensor, box: tuple, layout: str | None = None) -> np.ndarray:
     """Soft count of dark (mouth-interior) pixels per column of the mouth box: ≈ the opening height in pixels.
 
     A pixel counts by how much darker it is than the box's median luma (the skin around the mouth), so the
     measure works for every skin tone. frames: (T, 3, H, W) or (3, T, H, W); box: (y0, y1, x0, x1).
     Returns (T,) float32.
     """
-    x = _frames_tchw(frames)
+    x = _frames_tchw(frames, layout)
     y0, y1, x0, x1 = box
     if not (0 <= y0 < y1 <= x.shape[2] and 0 <= x0 < x1 <= x.shape[3]):
         raise ValueError(f"box {box} outside the frame size {tuple(x.shape[2:])}")
@@ -99,21 +107,22 @@ def face_mask(ident: R.Identity, height: int = R.HEIGHT, width: int = R.WIDTH, s
     return ((X - 0.5) / (ident.face_rx * shrink)) ** 2 + ((Y - 0.47) / (ident.face_ry * shrink)) ** 2 <= 1.0
 
 
-def face_lab(frames: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+def face_lab(frames: torch.Tensor, mask: torch.Tensor, layout: str | None = None) -> np.ndarray:
     """Mean Lab over the face mask per frame. Returns (T, 3) float32."""
-    x = _frames_tchw(frames)
+    x = _frames_tchw(frames, layout)
     lab = rgb_to_lab(x)
     m = mask.to(lab.dtype)
     return ((lab * m).sum((2, 3)) / m.sum()).numpy().astype(np.float32)
 
 
-def ssim(frames: torch.Tensor, ref: torch.Tensor, box: tuple | None = None, win: int = 7) -> np.ndarray:
+def ssim(frames: torch.Tensor, ref: torch.Tensor, box: tuple | None = None, win: int = 7,
+         layout: str | None = None) -> np.ndarray:
     """SSIM (luma, uniform win x win window) of each frame against ref, inside box (y0, y1, x0, x1).
 
     frames: (T, 3, H, W) / (3, T, H, W); ref: (3, H, W). Returns (T,) float32.
     """
-    x = _frames_tchw(frames)
-    r = _frames_tchw(ref.unsqueeze(1) if ref.dim() == 3 and ref.shape[0] == 3 else ref)
+    x = _frames_tchw(frames, layout)
+    r = _frames_tchw(ref.unsqueeze(1), "cthw") if ref.dim() == 3 else _frames_tchw(ref)
     if r.shape[2:] != x.shape[2:]:
         raise ValueError(f"ref size {tuple(r.shape[2:])} != frame size {tuple(x.shape[2:])}")
     if box is not None:

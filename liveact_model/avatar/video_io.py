@@ -11,14 +11,21 @@ import torch
 SUPPORTED_IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
-def _to_hwc_uint8(frames: torch.Tensor) -> np.ndarray:
-    """frames: (3, T, H, W) or (T, 3, H, W) float in [-1, 1] or uint8 -> (T, H, W, 3) uint8."""
+def _to_hwc_uint8(frames: torch.Tensor, layout: str | None = None) -> np.ndarray:
+    """frames: (3, T, H, W) (layout "cthw") or (T, 3, H, W) ("tchw") float in [-1, 1] or uint8 -> (T, H, W, 3)
+    uint8. layout=None infers it and refuses the ambiguous (3, 3, H, W) (a 3-frame block)."""
     if frames.dim() != 4:
         raise ValueError(f"frames must be 4-D (3, T, H, W) or (T, 3, H, W), got shape {tuple(frames.shape)}")
-    if frames.shape[0] == 3 and frames.shape[1] != 3:
+    if layout is None:
+        if frames.shape[0] == 3 and frames.shape[1] == 3:
+            raise ValueError("frames of shape (3, 3, H, W) are ambiguous: pass layout='cthw' or 'tchw'")
+        layout = "cthw" if frames.shape[0] == 3 and frames.shape[1] != 3 else "tchw"
+    if layout == "cthw":
         frames = frames.permute(1, 0, 2, 3)
-    elif frames.shape[1] != 3:
-        raise ValueError(f"frames need a channel axis of size 3, got shape {tuple(frames.shape)}")
+    elif layout != "tchw":
+        raise ValueError(f"layout must be 'cthw', 'tchw' or None, got {layout!r}")
+    if frames.shape[1] != 3:
+        raise ValueError(f"frames need a channel axis of size 3 (layout {layout!r}), got shape {tuple(frames.shape)}")
     if frames.dtype != torch.uint8:
         frames = ((frames.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
@@ -55,9 +62,10 @@ class VideoWriter:
         self._audio_pos = 0
         self._closed = False
 
-    def write(self, frames: torch.Tensor) -> None:
+    def write(self, frames: torch.Tensor, layout: str | None = None) -> None:
+        """frames: one block, (3, T, H, W) (layout "cthw", the pipeline's) or (T, 3, H, W) ("tchw")."""
         import av
-        arr = _to_hwc_uint8(frames)
+        arr = _to_hwc_uint8(frames, layout)
         if arr.shape[1:3] != (self.h, self.w):
             raise ValueError(f"frame size {arr.shape[1:3]} does not match the writer's ({self.h}, {self.w})")
         if self.up > 1:
@@ -132,7 +140,7 @@ def contact_sheet(path: str, frames: list[torch.Tensor], cols: int = 8, upscale:
     from PIL import Image, ImageDraw
     if not frames:
         raise ValueError("contact_sheet needs at least one frame")
-    arr = _to_hwc_uint8(torch.stack([f if f.dim() == 3 else f[:, 0] for f in frames]))
+    arr = _to_hwc_uint8(torch.stack([f if f.dim() == 3 else f[:, 0] for f in frames]), "tchw")
     n, h, w, _ = arr.shape
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
@@ -181,6 +189,6 @@ def load_image(path: str, height: int, width: int) -> torch.Tensor:
 def save_image(path: str, img: torch.Tensor) -> None:
     """img: (3, H, W) in [-1, 1] -> PNG."""
     from PIL import Image
-    arr = _to_hwc_uint8(img.unsqueeze(1))[0]
+    arr = _to_hwc_uint8(img.unsqueeze(1), "cthw")[0]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     Image.fromarray(arr).save(path)
