@@ -104,7 +104,7 @@ def test_gated_residual_fwd(backend, dtype, shape, mod):
     assert_close_to_ref(got, reference.gated_residual_ref(*_f32(x, y), gate), reference.gated_residual_ref(x, y, gate))
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ("torch",))  # torch: the public reference path
 @pytest.mark.parametrize("layout", ["padded_rows", "transposed"])
 def test_adaln_strided_inputs_and_outputs(backend, layout):
     """Padded rows are read in place (row strides), a non-unit channel stride goes through a copy; a
@@ -153,7 +153,7 @@ def test_adaln_mixed_frame_counts(backend):
                         reference.adaln_modulate_ref(x, shift, scale, norm="rms"))
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ("torch",))  # torch: the public reference path
 @pytest.mark.parametrize("shape", [(0, 4, 64), (2, 0, 64), (2, 4, 0)])
 def test_adaln_empty(backend, shape):
     dev = backend_device(backend)

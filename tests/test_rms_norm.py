@@ -33,7 +33,7 @@ def test_rms_norm_fwd(backend, dtype, shape, with_weight):
     assert_close_to_ref(got, ref32, lowp)
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ("torch",))  # torch: the public reference path
 def test_rms_norm_strided_and_empty(backend):
     dev = backend_device(backend)
     require_backend("rms_norm", backend, dev)
@@ -45,7 +45,7 @@ def test_rms_norm_strided_and_empty(backend):
     assert lk.rms_norm(e, backend=backend).shape == (0, 64)
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ("torch",))  # torch: the public reference path
 def test_rms_norm_non_unit_channel_stride_and_strided_out(backend):
     """A transposed x (channel stride != 1) goes through a copy; a non-contiguous out through a temporary;
     rows sliced from a wider 3-D buffer are read in place with their row stride."""

@@ -62,7 +62,7 @@ def test_rope3d_fwd(backend, dtype, case):
     assert_close_to_ref(got, *_ref_pair(x, grid, pos))
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ("torch",))  # torch: the public reference path
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
 def test_rope3d_matches_official_complex128(backend, dtype):
     """The kernel (fp32 tables) against the official float64/complex128 composition: the rule's yardstick is
@@ -91,7 +91,7 @@ def test_rope3d_custom_split_positions_and_theta(backend):
     assert_close_to_ref(got, want, want)
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ("torch",))  # torch: the public reference path
 def test_rope3d_strided_and_empty(backend):
     dev = backend_device(backend)
     require_backend("rope3d", backend, dev)
