@@ -61,7 +61,7 @@ def roofline_section(lines):
               "peak = 989e12 (dense bf16) or 1979e12 (dense fp8) FLOP/s for tensor-core kernels (fp8+bf16: half the FLOPs "
               "at each peak, for e4m3 Q.K^T with bf16 P.V). Bytes count each "
               "tensor once from HBM (inputs read, outputs written); FLOPs of attention `4*B*H*Dh*Nq*Nk` (causal: "
-              "`B*H*(2*Nk - Nq)*Nq*2*Dh`). Nobody has run these kernels on a GPU yet; `bench/test_triton_gpu.py` "
+              "`B*H*(2*Nk - Nq)*Nq*2*Dh`). Nobody has run these kernels on a GPU yet; `bench/test_gpu.py` "
               "measures them where one exists.", "",
               "| kernel | shape | bytes (MB) | GFLOP | peak used | memory ms | compute ms | projected ms | bound |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -27,7 +27,7 @@ H100 sizing at 720x416 (fl 1170, H 40, Dh 128; Nq 9360 = 8 frames, Nk 16380 = 14
   64x128 K values (~15 CUDA-core ops each, ~0.12 MOP) next to the softmax's 128x64 exp2 + rescale (~0.08 MOP)
   and the tile's 2.1 MFLOP of dots: the K work is amortised over BLOCK_M query rows and is of the order of the
   softmax, which is what limits FlashAttention-3-style kernels on H100. Reaching the 60%-of-FP8-peak goal is
-  therefore not established here; bench/test_triton_gpu.py measures it on a GPU.
+  therefore not established here; bench/test_gpu.py measures it on a GPU.
   sm_90: BLOCK_M 128 x BLOCK_N 64, 8 warps (2 warp groups, wgmma m64), 2 stages: 255 registers, 149 KB of
   shared memory (< 227 KB; the gathered cos/sin and K staging tiles dominate), no spills. Grid
   ceil(9360/128) x 40 = 2960 CTAs, 1 per SM -> 22.4 waves. sm_89 / sm_80 (99 / 163 KB): BLOCK_M 64 x
