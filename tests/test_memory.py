@@ -346,6 +346,38 @@ def test_raw_attention_inplace_rope_scratch_is_reused():
     assert mem._scratch.data_ptr() == ptr and mem.nbytes == nb
 
 
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("kv_dtype,q_dtype", [(torch.float8_e4m3fn, torch.bfloat16), (torch.bfloat16, torch.float32),
+                                              (torch.bfloat16, torch.bfloat16)])
+def test_raw_fallback_attention_equals_explicit_rope(kv_dtype, q_dtype, backend):
+    # the fallback's scratch path (FP8: dequantise + in-place rope; dtype change: cast + in-place rope)
+    # against an explicit out-of-place computation on the same cache
+    if _backend.why_unavailable("attention", backend, torch.device("cpu")):
+        pytest.skip(_backend.why_unavailable("attention", backend, torch.device("cpu")))
+    cfg = tiny()
+    hw, fl = (4, 4), 16
+    mem = ConvKVMemory(cfg, steps=(0,), num_layers=1, dtype=kv_dtype, layout="raw")
+    wk = torch.randn(cfg.dim, 1, 5)
+    for n, (q, k, v) in enumerate(_random_blocks(cfg, 3, hw, batch=2)):
+        T = q.shape[1] // fl
+        q = q.to(q_dtype)
+        out = mem.attend(q, k.to(q_dtype), v.to(q_dtype), step=0, layer=0, block_index=n, grid=(T, *hw),
+                         weight_k=wk, weight_v=wk, backend=backend)
+        mem.commit(0, n)
+        K, V = mem.read(0, 0)            # dequantised raw cache, fp32
+        S = K.shape[1] // fl
+        pos = torch.arange(0 if n == 0 else 6, (0 if n == 0 else 6) + T)
+        rope = dict(split=cfg.rope_split, backend=backend)
+        qr = ops.rope3d(q, grid=(T, *hw), frame_positions=pos, **rope)
+        kr = ops.rope3d(K.to(q_dtype), grid=(S, *hw), frame_positions=torch.arange(S), **rope)
+        if kv_dtype == torch.float8_e4m3fn:
+            ref = ops.attention(qr, kr, mem._v[0][0][:, :S * fl], tensor_layout="NHD",
+                                v_scale=mem._vs[0][0][:, :S * fl], backend=backend)
+        else:
+            ref = ops.attention(qr, kr, V.to(q_dtype), tensor_layout="NHD", backend=backend)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0, msg=f"block {n}")
+
+
 # ---- raw layout through the Triton cache_attention (TRITON_INTERPRET=1 on CPU, or a GPU) ----
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
