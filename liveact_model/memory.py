@@ -38,7 +38,10 @@ class ConvKVMemory:
       stored and applies RoPE to q and to every key while loading (no roped copy). Otherwise (cpu / torch /
       cuda backends, fp32 q, autograd) the fallback ropes q, and ropes the K window at slot positions 0..n-1
       into one scratch buffer allocated once and reused (FP8: K is dequantised into it; V stays FP8 and its
-      scales go to ops.attention): this fallback materialises a roped copy of the K window on every call.
+      scales go to ops.attention): this fallback materialises a roped copy of the K window on every call
+      (the scratch, B·W·fl·H·Dh elements of q's dtype, is counted in `nbytes` once allocated). Note that on
+      CUDA backend="auto" picks the compiled "cuda" attention when it is built, i.e. this fallback; pass
+      backend="triton" to the model to get cache_attention.
     - "rotated": keys stored already rotated at their slot position, so the attention consumes the cache as
       is. For every block >= 2 the compression dequantises, un-rotates, compresses, re-rotates and
       re-quantises, and the moved recent slots are re-rotated by the position delta (and, FP8, re-quantised).
@@ -183,7 +186,8 @@ class ConvKVMemory:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of every cache buffer (host store + device staging when offloading)."""
+        """Bytes of every cache buffer (host store + device staging when offloading + the raw layout's roped-K
+        scratch once the fallback attention has allocated it)."""
         total = 0
         for store in (self._k, self._v, self._ks, self._vs):
             if store:
@@ -349,7 +353,7 @@ class ConvKVMemory:
         return kq, vq, ks, vs
 
     # ---- raw layout (official: K after RMSNorm before RoPE, V raw; RoPE at attention time) ----
-    def _update_kwargs(self, block_index, weight_k, weight_v, be):
+    def _update_kwargs(self, block_index, be):
         cfg = self.config
         return dict(frame_len=self.frame_len, group=cfg.compress_group, mode=self.mode, sinks=cfg.num_sink,
                     compressed=cfg.num_compressed, recent=cfg.num_recent, block=min(block_index, 2), backend=be)
@@ -402,7 +406,7 @@ class ConvKVMemory:
             nv = v if self.fp8 else v.to(self.dtype)
             ops.convkv_cache_update(Kc, Vc, nk.contiguous(), nv.to(nk.dtype).contiguous(), weight_k,
                                     weight_v if self.use_v_proj else None, k_scale=KSc, v_scale=VSc,
-                                    **self._update_kwargs(block_index, weight_k, weight_v, be))
+                                    **self._update_kwargs(block_index, be))
             K, V, KS, VS = Kc, Vc, KSc, VSc
         return self._raw_attention(q, K, V, KS, VS, n, hw, qpos, be)
 
