@@ -151,7 +151,8 @@ def test_memory_proj_v_flag(layout):
     model = tiny_model()
     cond = tiny_cond(model)
     a = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float32, layout=layout), num_blocks=3)
-    b = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float32, use_v_proj=True, layout=layout), num_blocks=3)
+    b = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float32, use_v_proj=True, layout=layout),
+                   num_blocks=3)
     assert torch.equal(a[5], b[5])           # block 1: no compression yet
     assert not torch.allclose(a[-1], b[-1])  # block 2 compresses V with a different kernel
 
@@ -161,7 +162,8 @@ def test_frame_mode_runs_and_differs(layout):
     model = tiny_model()
     cond = tiny_cond(model)
     a = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float32, layout=layout), num_blocks=3)
-    b = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float32, mode="frame", layout=layout), num_blocks=3)
+    b = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float32, mode="frame", layout=layout),
+                   num_blocks=3)
     assert torch.equal(a[5], b[5]) and not torch.allclose(a[-1], b[-1])
 
 
@@ -170,8 +172,10 @@ def test_fp8_cache_error_budget_100_blocks(layout):
     # teacher-forced: both caches see the same inputs; only the FP8 storage differs
     model = tiny_model(dtype=torch.bfloat16)
     cond = tiny_cond(model)
-    bf = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.bfloat16, layout=layout), num_blocks=100, steps=1)
-    f8 = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float8_e4m3fn, layout=layout), num_blocks=100, steps=1)
+    bf = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.bfloat16, layout=layout), num_blocks=100,
+                    steps=1)
+    f8 = run_blocks(model, cond, ConvKVMemory(model.config, dtype=torch.float8_e4m3fn, layout=layout), num_blocks=100,
+                    steps=1)
     rel = torch.tensor([((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in zip(f8, bf)])
     # budget 2 %: measured 0.55 % max over 100 blocks (bf16 model vs the same with an fp32 model: 0.78 %),
     # e4m3's 2^-4 relative step bounds a single K/V element's error at 3.1 %
