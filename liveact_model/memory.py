@@ -39,9 +39,9 @@ class ConvKVMemory:
       cuda backends, fp32 q, autograd) the fallback ropes q, and ropes the K window at slot positions 0..n-1
       into one scratch buffer allocated once and reused (FP8: K is dequantised into it; V stays FP8 and its
       scales go to ops.attention): this fallback materialises a roped copy of the K window on every call
-      (the scratch, B·W·fl·H·Dh elements of q's dtype, is counted in `nbytes` once allocated). Note that on
-      CUDA backend="auto" picks the compiled "cuda" attention when it is built, i.e. this fallback; pass
-      backend="triton" to the model to get cache_attention.
+      (the scratch, B·W·fl·H·Dh elements of q's dtype, is counted in `nbytes` once allocated). There is no
+      hand-written CUDA attention kernel, so on CUDA tensors backend="auto" resolves the attention to "triton"
+      and takes cache_attention (tests/test_memory.py checks the resolution).
     - "rotated": keys stored already rotated at their slot position, so the attention consumes the cache as
       is. For every block >= 2 the compression dequantises, un-rotates, compresses, re-rotates and
       re-quantises, and the moved recent slots are re-rotated by the position delta (and, FP8, re-quantised).

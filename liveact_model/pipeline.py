@@ -208,7 +208,7 @@ class LiveActPipeline:
         self.null_memory = None
         if self.audio_cfg != 1.0 and self.cfg_steps:
             self.null_memory = ConvKVMemory(cfg, steps=self.cfg_steps, dtype=memory.dtype, device=memory.device,
-                                            mode=memory.mode, use_v_proj=memory.use_v_proj)
+                                            mode=memory.mode, use_v_proj=memory.use_v_proj, layout=memory.layout)
         self._started = False
 
     # ---- stream set-up ----

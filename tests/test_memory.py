@@ -229,6 +229,11 @@ def test_offload_matches_resident_cache(dtype, layout):
 # ---- raw layout: the fused update kernel, its functional twin, the official bf16 numerics ----
 
 def test_default_layout_is_raw():
+    # and on CUDA tensors backend="auto" attends with the fused Triton cache_attention: there is no CUDA
+    # attention kernel, so the dispatcher resolves "attention" to triton (resolution needs no GPU)
+    from liveact_kernels import _backend
+    pytest.importorskip("triton")
+    assert _backend.resolve("attention", "auto", torch.device("cuda")) == "triton"
     assert ConvKVMemory(tiny()).layout == "raw"
     assert ConvKVMemory(tiny(), layout="rotated").layout == "rotated"
     with pytest.raises(ValueError, match="layout must be"):
