@@ -213,3 +213,35 @@ def test_kernel_backend_matches_torch_backend_20_blocks():
         # tolerance rule (liveact_kernels.testing, kernel-notes): the fast path's error against the fp32
         # stream is at most 2x that of the bf16 torch reference (plus the fp32 noise floor)
         assert_close_to_ref(a, c, ref_lowp=b)
+
+
+def test_stream_equals_offline_loop_over_the_official_cache():
+    # LiveActPipeline.stream (its block geometry, audio windows, noise order, x0 + re-noise sampler, audio skipped
+    # at step 0, ConvKVMemory) against an offline loop written here from reference-model.md §3 over the
+    # independent official-style cache of _liveact_ref (complex128 RoPE of every slot per call, F.conv1d ConvKV)
+    from _liveact_ref import OfficialMemory
+    model = tiny_model()                                   # fp32 end to end
+    cfg = model.config
+    p = _pipe(model, seed=5)
+    audio = _audio(21 + 32 * 3 - 7, cfg)                   # 4 blocks; the last one padded (25 of 32 frames)
+    got = [b.latents for b in p.stream(audio)]
+    assert len(got) == 4
+    mem = OfficialMemory(layout=p.memory.layout)
+    g = torch.Generator().manual_seed(5)
+    half, S = cfg.audio_window // 2, audio.shape[0]
+    ts = [1000.0, 937.5, 833.3333333333334, 0.0]
+    assert [round(t, 3) for t in p.timesteps] == [round(t, 3) for t in ts]
+    for n in range(4):
+        first, nf, T = (0, 21, 6) if n == 0 else (21 + 32 * (n - 1), 32, 8)
+        idx = (torch.arange(first, first + nf)[:, None] + torch.arange(-half, half + 1)[None]).clamp(0, S - 1)
+        with torch.no_grad():
+            actx = model.prepare_audio(model.audio_tokens(audio[idx][None], has_first=n == 0))
+            x = torch.randn((1, cfg.out_dim, T, *HW), generator=g)
+            for i in range(3):
+                v = model.forward_block(x, ts[i], p.cond, mem, step=i, block_index=n,
+                                        audio=None if i == 0 else actx).float()
+                s, s2 = ts[i] / 1000, ts[i + 1] / 1000
+                x0 = x - s * v
+                x = x0 if s2 == 0 else (1 - s2) * x0 + s2 * torch.randn(x.shape, generator=g)
+        # fp32 both ways; the official cache re-ropes in fp64: measured max |diff| of the order of 1e-6
+        torch.testing.assert_close(got[n], x, rtol=1e-4, atol=1e-4, msg=f"block {n}")
