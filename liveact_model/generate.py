@@ -12,7 +12,7 @@ import torch
 
 from .avatar import audio as A
 from .avatar.tiny import ASSETS, HEIGHT, WIDTH, condition_from_image, load_avatar
-from .avatar.video_io import VideoWriter, contact_sheet, load_image
+from .avatar.video_io import VideoWriter, check_video_path, contact_sheet, load_image
 from .pipeline import LiveActPipeline
 
 DEMO_IMAGE = os.path.join(ASSETS, "demo_face.png")
@@ -52,6 +52,7 @@ def generate(image_path: str, audio_path: str, out: str, *, sheet: str | None = 
              backend: str | None = None, upscale: int = 4, assets: str = ASSETS, quiet: bool = False) -> dict:
     """Write `out` (mp4 with the audio track) and optionally a contact sheet; return timing statistics."""
     t_start = time.perf_counter()
+    check_video_path(out)                   # before any work
     image = load_image(image_path, HEIGHT, WIDTH)
     wav = A.load_audio(audio_path)
     if len(wav) < A.SAMPLE_RATE // A.FPS:

@@ -44,6 +44,9 @@ def test_generate_errors(tmp_path):
         generate.generate(generate.DEMO_IMAGE, str(tmp_path / "missing.wav"), str(tmp_path / "o.mp4"), quiet=True)
     with pytest.raises(SystemExit, match="error"):
         generate.main(["--image", str(bad), "--audio", generate.DEMO_AUDIO, "--out", str(tmp_path / "o.mp4")])
+    with pytest.raises(ValueError, match=r"o\.txt.*unsupported container '\.txt'.*\.mp4"):
+        generate.generate(generate.DEMO_IMAGE, generate.DEMO_AUDIO, str(tmp_path / "o.txt"), quiet=True)
+    assert not (tmp_path / "o.txt").exists()
 
 
 def test_kv_bytes_constant_and_short_stream():

@@ -9,6 +9,15 @@ import numpy as np
 import torch
 
 SUPPORTED_IMAGES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+SUPPORTED_VIDEOS = (".mp4", ".mkv", ".mov")   # containers that take H.264 + AAC
+
+
+def check_video_path(path: str) -> None:
+    """Raises a ValueError naming the file when its extension is not a container we can write."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in SUPPORTED_VIDEOS:
+        raise ValueError(f"output video {path!r}: unsupported container {ext or '(no extension)'!r}, expected one "
+                         f"of {', '.join(SUPPORTED_VIDEOS)}")
 
 
 def _to_hwc_uint8(frames: torch.Tensor, layout: str | None = None) -> np.ndarray:
@@ -44,6 +53,7 @@ class VideoWriter:
         import av
         if upscale < 1:
             raise ValueError(f"upscale must be >= 1, got {upscale}")
+        check_video_path(path)
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
         self.path, self.fps, self.h, self.w, self.up = path, int(fps), height, width, int(upscale)
