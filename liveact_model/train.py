@@ -26,10 +26,13 @@ class LatentDataset:
 
     x0: (N, z, T_lat, h, w) clean latents; image_latent: (N, z, window, h, w) latent of [reference, gray...];
     clip: (N, tokens, 4z); feats: (N, frames, 1, n_mels). The reference is the sample's first frame.
+    mouth: optional (N, h, w) bool, the latent cells covering the clip's mouth box (the renderer knows where the
+    mouth is drawn); `forcing_loss` weights those cells by 1 + mouth_weight when given.
     """
 
-    def __init__(self, x0, image_latent, clip, feats, meta=None):
+    def __init__(self, x0, image_latent, clip, feats, meta=None, mouth=None):
         self.x0, self.image_latent, self.clip, self.feats = x0, image_latent, clip, feats
+        self.mouth = mouth
         self.meta = meta or {}
 
     def __len__(self):
@@ -43,10 +46,15 @@ class LatentDataset:
         n_lat = cfg.first_block_frames + cfg.block_frames * (num_blocks - 1)
         n_vid = 1 + cfg.vae_scale * (n_lat - 1)
         pool = ClipPool(n_clips, n_vid + max(offsets), split, start=start, progress=progress)
-        xs, ims, clips, feats = [], [], [], []
+        xs, ims, clips, feats, mouths = [], [], [], [], []
+        h, w = pool.height // 8, pool.width // 8
         with torch.no_grad():
             for i in range(len(pool)):
+                y0, y1, x0, x1 = pool.mouth_boxes[i]
+                mcell = torch.zeros(h, w, dtype=torch.bool)
+                mcell[y0 // 8:-(-y1 // 8), x0 // 8:-(-x1 // 8)] = True  # every latent cell the box touches
                 for o in offsets:
+                    mouths.append(mcell)
                     v = pool.video(i, o, n_vid).unsqueeze(0)
                     xs.append(vae.vae.encode(v)[0])
                     im = vae.encode_image(v[:, :, 0], cfg.window_frames)[0]
@@ -54,7 +62,8 @@ class LatentDataset:
                     clips.append(clip_tokens(im[None, :, 0])[0])
                     feats.append(pool.feats[i, o:o + n_vid])
         return cls(torch.stack(xs), torch.stack(ims), torch.stack(clips), torch.stack(feats),
-                   {"num_blocks": num_blocks, "split": split, "clips": n_clips, "offsets": list(offsets)})
+                   {"num_blocks": num_blocks, "split": split, "clips": n_clips, "offsets": list(offsets)},
+                   mouth=torch.stack(mouths))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -82,7 +91,7 @@ def draw_timesteps(cfg, shape, generator, sampling: str = "schedule") -> torch.T
 
 
 def forcing_loss(model: LiveActModel, batch: dict, mode: str, generator: torch.Generator,
-                 t_sampling: str = "schedule", backend: str = "torch") -> torch.Tensor:
+                 t_sampling: str = "schedule", backend: str = "torch", mouth_weight: float = 0.0) -> torch.Tensor:
     """Flow-matching velocity MSE over all blocks of a clip, unrolled block by block through a differentiable
     ConvKVMemory (so memory_proj gets gradients once a clip has more than 2 blocks).
 
@@ -90,7 +99,10 @@ def forcing_loss(model: LiveActModel, batch: dict, mode: str, generator: torch.G
     context K/V written from those noisy blocks (neighbours at the same noise level).
     mode "tf" (teacher forcing): the same noisy targets, but the context is written from the clean blocks (t=0).
     mode "df" (diffusion forcing): an independent time per block and sample; context from those noisy blocks.
-    batch: x0 (B, z, T_lat, h, w), y (B, 4+z, window, h, w), clip (B, tokens, 4z), feats (B, frames, 1, mels).
+    batch: x0 (B, z, T_lat, h, w), y (B, 4+z, window, h, w), clip (B, tokens, 4z), feats (B, frames, 1, mels),
+    optional mouth (B, h, w) bool. With mouth_weight > 0 and a mouth mask, the squared error of the latent cells
+    covering the mouth box counts 1 + mouth_weight times (normalised by the mean weight, so the loss keeps its
+    scale): lip sync is decided in a few of the 64 cells and gets more of the gradient.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -109,6 +121,10 @@ def forcing_loss(model: LiveActModel, batch: dict, mode: str, generator: torch.G
     memory = ConvKVMemory(cfg, steps=(0,), dtype=torch.float32, device=x0.device, differentiable=True)
     t_sample = draw_timesteps(cfg, (B,), generator, t_sampling)
     feats = batch["feats"]
+    wgt = None
+    if mouth_weight and batch.get("mouth") is not None:
+        wgt = (1.0 + mouth_weight * batch["mouth"].float()).view(B, 1, 1, *batch["mouth"].shape[-2:])
+        wgt = wgt / wgt.mean((1, 2, 3, 4), keepdim=True)
     total = 0.0
     for b, (ls, T, vs, nv) in enumerate(layout):
         xb = x0[:, :, ls:ls + T]
@@ -126,13 +142,14 @@ def forcing_loss(model: LiveActModel, batch: dict, mode: str, generator: torch.G
         else:
             v = model.forward_block(xt, t, cond, memory, step=0, block_index=b, audio=tokens, write_cache=True,
                                     backend=backend)
-        total = total + torch.mean((v.float() - (eps - xb)) ** 2) * T
+        err = (v.float() - (eps - xb)) ** 2
+        total = total + (torch.mean(err * wgt) if wgt is not None else torch.mean(err)) * T
     return total / T_lat
 
 
 def make_batch(ds: LatentDataset, idx: torch.Tensor, cfg) -> dict:
     return {"x0": ds.x0[idx], "y": make_i2v_condition(ds.image_latent[idx], cfg), "clip": ds.clip[idx],
-            "feats": ds.feats[idx]}
+            "feats": ds.feats[idx], "mouth": None if ds.mouth is None else ds.mouth[idx]}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -186,7 +203,8 @@ def train(model: LiveActModel, ds: LatentDataset, *, mode: str = "nf", steps: in
           lr: float = 5e-4, weight_decay: float = 0.01, clip_grad: float = 1.0, seed: int = 0,
           t_sampling: str = "schedule", ckpt: str | None = None, ckpt_every: int = 200, resume: bool = False,
           minutes: float | None = None, bf16: bool = False, progress: bool = True, backend: str = "torch",
-          stop_after: int | None = None, time_schedule: bool = False) -> dict:
+          stop_after: int | None = None, time_schedule: bool = False, mouth_weight: float = 0.0,
+          warmup: int = 50) -> dict:
     """AdamW + cosine schedule + grad clipping; deterministic for a seed (every step draws its batch and noise
     from a generator seeded by (seed, step), so a resumed run continues identically). With time_schedule and
     `minutes`, the cosine follows max(step/steps, elapsed/minutes) so a wall-time budget still anneals the
@@ -197,7 +215,8 @@ def train(model: LiveActModel, ds: LatentDataset, *, mode: str = "nf", steps: in
     step0 = 0
     if resume and ckpt and os.path.isfile(ckpt):
         step0 = load_checkpoint(ckpt, model, opt)
-    args = {"mode": mode, "steps": steps, "batch": batch, "lr": lr, "seed": seed, "t_sampling": t_sampling}
+    args = {"mode": mode, "steps": steps, "batch": batch, "lr": lr, "seed": seed, "t_sampling": t_sampling,
+            "mouth_weight": mouth_weight}
     model.train()
     losses, t0 = [], time.time()
     bar = tqdm(range(step0, steps), initial=step0, total=steps, desc=f"train[{mode}]", disable=not progress,
@@ -210,9 +229,9 @@ def train(model: LiveActModel, ds: LatentDataset, *, mode: str = "nf", steps: in
         if time_schedule and minutes is not None:
             frac = max(step / steps, (time.time() - t0) / (minutes * 60))
         for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, steps, lr, frac=frac)
+            grp["lr"] = lr_at(step, steps, lr, warmup=warmup, frac=frac)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = forcing_loss(model, make_batch(ds, idx, cfg), mode, g, t_sampling, backend)
+            loss = forcing_loss(model, make_batch(ds, idx, cfg), mode, g, t_sampling, backend, mouth_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
@@ -260,6 +279,10 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="export fp16 weights for inference (e.g. liveact_model/assets/avatar_dit.safetensors)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-cache", default=None, help="save/load the encoded dataset here (shared by runs)")
+    p.add_argument("--mouth-weight", type=float, default=0.0,
+                   help="flow-matching error of the latent cells covering the mouth box counts 1 + this")
+    p.add_argument("--init", default=None, help="start from these exported DiT weights (fresh AdamW, warm-up)")
+    p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -270,21 +293,27 @@ def main(argv=None):
     vae = AvatarVAE(TinyVideoVAE.load(a.vae))
     if a.data_cache and os.path.isfile(a.data_cache):
         d = torch.load(a.data_cache, weights_only=True)
-        ds = LatentDataset(d["x0"], d["image_latent"], d["clip"], d["feats"])
+        ds = LatentDataset(d["x0"], d["image_latent"], d["clip"], d["feats"], mouth=d.get("mouth"))
     else:
         ds = LatentDataset.build(vae, cfg, a.blocks, a.clips)
         if a.data_cache:
-            torch.save({"x0": ds.x0, "image_latent": ds.image_latent, "clip": ds.clip, "feats": ds.feats},
-                       a.data_cache)
-    model = LiveActModel(cfg, backend="torch").init_weights(a.seed)
+            torch.save({"x0": ds.x0, "image_latent": ds.image_latent, "clip": ds.clip, "feats": ds.feats,
+                        "mouth": ds.mouth}, a.data_cache)
+    if a.init:
+        from .avatar.tiny import load_dit
+        model = load_dit(a.init, backend="torch")[0]
+        if model.config.to_dict() != cfg.to_dict():
+            raise ValueError(f"--init {a.init!r} has a different config than avatar_config()")
+    else:
+        model = LiveActModel(cfg, backend="torch").init_weights(a.seed)
     os.makedirs(os.path.dirname(os.path.abspath(a.ckpt)), exist_ok=True)
     res = train(model, ds, mode=a.mode, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, t_sampling=a.t_sampling,
                 ckpt=a.ckpt, resume=a.resume, minutes=a.minutes, bf16=a.bf16,
-                time_schedule=a.time_schedule)
+                time_schedule=a.time_schedule, mouth_weight=a.mouth_weight, warmup=a.warmup)
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        save_dit(model, a.out, {k: v for k, v in res.items() if k != "losses"} | {"blocks": a.blocks,
-                                                                                 "clips": a.clips})
+        save_dit(model, a.out, {k: v for k, v in res.items() if k != "losses"} | {
+            "blocks": a.blocks, "clips": a.clips, "mouth_weight": a.mouth_weight, "init": a.init, "lr": a.lr})
     print(json.dumps({k: v for k, v in res.items() if k != "losses"}))
 
 

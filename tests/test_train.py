@@ -78,3 +78,21 @@ def test_resume_continues_identically(tmp_path):
     assert part["losses"] == full["losses"][2:]
     for (n, p), (_, q) in zip(m_full.named_parameters(), m_b.named_parameters()):
         assert torch.equal(p, q), n
+
+
+def test_mouth_weight_reweights_cells_and_keeps_scale():
+    # A uniform mask is a uniform weight: normalised by its mean it leaves the loss unchanged. A mask on a few
+    # cells changes the loss, and weight 0 ignores the mask.
+    cfg, ds = _dataset(2)
+    m = LiveActModel(cfg, backend="torch").init_weights(0)
+    b = make_batch(ds, torch.arange(2), cfg)
+    assert b["mouth"] is None
+    loss = lambda mw: float(forcing_loss(m, b, "nf", torch.Generator().manual_seed(2), mouth_weight=mw).detach())
+    base = loss(0.0)
+    b["mouth"] = torch.ones(2, 8, 8, dtype=torch.bool)
+    assert loss(4.0) == pytest.approx(base, rel=1e-5)
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 4:6, 2:6] = True
+    b["mouth"] = mask
+    assert loss(0.0) == base
+    assert loss(4.0) != pytest.approx(base, rel=1e-4)

@@ -16,7 +16,8 @@ from .vae import TinyVideoVAE
 def train_vae(steps: int = 600, minutes: float | None = None, batch: int = 4, frames: int = 13, lr: float = 2e-3,
               n_clips: int = 96, clip_frames: int = 125, seed: int = 0, out: str | None = None,
               pool: ClipPool | None = None, progress: bool = True,
-              init: str | None = None, decoder_only: bool = False) -> tuple[TinyVideoVAE, dict]:
+              init: str | None = None, decoder_only: bool = False,
+              mouth_boost: float = 4.0) -> tuple[TinyVideoVAE, dict]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     pool = pool or ClipPool(n_clips, clip_frames, "train", progress=progress)
@@ -44,7 +45,7 @@ def train_vae(steps: int = 600, minutes: float | None = None, batch: int = 4, fr
         idx = torch.randint(len(pool), (batch,), generator=g)
         st = torch.randint(pool.n_frames - frames + 1, (batch,), generator=g)
         v = torch.stack([pool.video(int(i), int(s), frames) for i, s in zip(idx, st)])
-        w = torch.stack([pool.mouth_weight(int(i)) for i in idx]).view(batch, 1, 1, *v.shape[-2:])
+        w = torch.stack([pool.mouth_weight(int(i), mouth_boost) for i in idx]).view(batch, 1, 1, *v.shape[-2:])
         if decoder_only:
             with torch.no_grad():
                 z = vae.encode_raw(v)
@@ -88,11 +89,13 @@ def main(argv=None):
     p.add_argument("--decoder-only", action="store_true", help="freeze the encoder (latents stay identical)")
     p.add_argument("--frames", type=int, default=13, help="frames per training clip (1 + 4k)")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--mouth-boost", type=float, default=4.0,
+                   help="L1 weight inside the mouth box is 1 + this (1 elsewhere)")
     a = p.parse_args(argv)
     # One thread: on the shared 2-core machine two threads wait on each other (measured 10x slower under load).
     torch.set_num_threads(a.threads)
     _, info = train_vae(a.steps, a.minutes, a.batch, a.frames, a.lr, n_clips=a.clips, seed=a.seed, out=a.out,
-                        init=a.init, decoder_only=a.decoder_only)
+                        init=a.init, decoder_only=a.decoder_only, mouth_boost=a.mouth_boost)
     print(info)
 
 
