@@ -9,28 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from . import render as R
+from .video_io import to_tchw
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
 def _frames_tchw(frames: torch.Tensor, layout: str | None = None) -> torch.Tensor:
-    """Accept (3, T, H, W) (layout "cthw", what the pipeline yields) or (T, 3, H, W) ("tchw") in [-1, 1] or uint8;
-    return (T, 3, H, W) float in [0, 1]. layout=None infers it, and refuses the ambiguous (3, 3, H, W): a block of
-    exactly 3 frames was once read transposed (time as colour), which looked like a grey last block."""
-    if frames.dim() == 3:
-        frames = frames.unsqueeze(0)
-    if frames.dim() != 4:
-        raise ValueError(f"frames must be (T, 3, H, W) or (3, T, H, W), got shape {tuple(frames.shape)}")
-    if layout is None:
-        if frames.shape[0] == 3 and frames.shape[1] == 3:
-            raise ValueError("frames of shape (3, 3, H, W) are ambiguous: pass layout='cthw' or 'tchw'")
-        layout = "cthw" if frames.shape[0] == 3 and frames.shape[1] != 3 else "tchw"
-    if layout == "cthw":
-        frames = frames.permute(1, 0, 2, 3)
-    elif layout != "tchw":
-        raise ValueError(f"layout must be 'cthw', 'tchw' or None, got {layout!r}")
-    if frames.shape[1] != 3:
-        raise ValueError(f"frames need 3 colour channels (layout {layout!r}), got shape {tuple(frames.shape)}")
+    """(3, T, H, W) / (T, 3, H, W) / (3, H, W) in [-1, 1] or uint8 (layouts: video_io.to_tchw) -> (T, 3, H, W)
+    float in [0, 1]."""
+    frames = to_tchw(frames.unsqueeze(0) if frames.dim() == 3 else frames, layout)
     frames = frames.detach()
     if frames.dtype == torch.uint8:
         return frames.float() / 255.0

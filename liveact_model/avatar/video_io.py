@@ -20,9 +20,10 @@ def check_video_path(path: str) -> None:
                          f"of {', '.join(SUPPORTED_VIDEOS)}")
 
 
-def _to_hwc_uint8(frames: torch.Tensor, layout: str | None = None) -> np.ndarray:
-    """frames: (3, T, H, W) (layout "cthw") or (T, 3, H, W) ("tchw") float in [-1, 1] or uint8 -> (T, H, W, 3)
-    uint8. layout=None infers it and refuses the ambiguous (3, 3, H, W) (a 3-frame block)."""
+def to_tchw(frames: torch.Tensor, layout: str | None = None) -> torch.Tensor:
+    """(3, T, H, W) (layout "cthw", what the pipeline yields) or (T, 3, H, W) ("tchw") -> (T, 3, H, W), a view.
+    layout=None infers it and refuses the ambiguous (3, 3, H, W): a block of exactly 3 frames was once read
+    transposed (time taken for colour), which looked like a grey last block in the evaluation."""
     if frames.dim() != 4:
         raise ValueError(f"frames must be 4-D (3, T, H, W) or (T, 3, H, W), got shape {tuple(frames.shape)}")
     if layout is None:
@@ -35,6 +36,12 @@ def _to_hwc_uint8(frames: torch.Tensor, layout: str | None = None) -> np.ndarray
         raise ValueError(f"layout must be 'cthw', 'tchw' or None, got {layout!r}")
     if frames.shape[1] != 3:
         raise ValueError(f"frames need a channel axis of size 3 (layout {layout!r}), got shape {tuple(frames.shape)}")
+    return frames
+
+
+def _to_hwc_uint8(frames: torch.Tensor, layout: str | None = None) -> np.ndarray:
+    """frames (see to_tchw) float in [-1, 1] or uint8 -> (T, H, W, 3) uint8."""
+    frames = to_tchw(frames, layout)
     if frames.dtype != torch.uint8:
         frames = ((frames.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
