@@ -147,4 +147,8 @@ setup(
     cmdclass={"build_ext": LiveactBuildExt},
     entry_points={"console_scripts": ["liveact=liveact_model.cli:main"]},
     python_requires=">=3.10",
+    # torch is not listed: the extension is compiled against the torch already installed (--no-build-isolation),
+    # and listing it could make pip replace that build. safetensors: checkpoints and the tiny avatar's weights;
+    # av + pillow: `liveact generate` (mp4 with audio, images); tqdm: progress bars of train/eval.
+    install_requires=["numpy", "safetensors", "tqdm", "av", "pillow"],
 )
