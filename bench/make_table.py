@@ -27,18 +27,24 @@ COPY_FRAC = 0.5
 
 # Why a target is missed, keyed by (op, provider) or op: filled in from measurements, shown in the table.
 # (A group whose copy yardstick ran far off the run's typical copy speed is flagged by annotate() instead.)
-_ADALN_WHY = ("compute-bound on a busy 2-core CPU: per element, the bit-exact round-to-nearest-even conversion "
-              "(shared with the CUDA code) and the LayerNorm's second pass over the cached row cost about as much "
-              "as the memory traffic")
+# From quiet-machine runs of `make bench` on 2026-12-01. The copy yardstick of the 21-42 MB groups runs at 35-160
+# GB/s and varies from run to run: part of the working set stays in the 2-core VM's cache, so "% copy" there compares
+# with a cache copy, not with DRAM (a 42 MB copy ran at 35 GB/s, the DRAM figure issue 2 quotes).
+_ROW_WHY = ("compute-bound, not memory-bound: the per-element work (fp32 norm over two passes of the row, then the "
+            "bit-exact integer round-to-nearest-even bf16 conversion shared with the CUDA code) holds the kernel "
+            "at 13-20 GB/s; AVX-512 BF16's VCVTNEPS2BF16 would convert faster but treats denormals as zero, which breaks "
+            "the bit-exact sharing")
 REASONS: dict = {
-    "adaln_residual": _ADALN_WHY, "adaln_modulate": _ADALN_WHY, "gated_residual": _ADALN_WHY, "rms_norm": _ADALN_WHY,
+    "adaln_residual": _ROW_WHY, "adaln_modulate": _ROW_WHY, "gated_residual": _ROW_WHY, "rms_norm": _ROW_WHY,
     "audio_cross_attention": ("about half of the call is page-faulting the freshly allocated output (the cpu_out row, "
-                              "same kernel with a preallocated out=, meets the target); the rest is per-row softmax "
-                              "and brgemm call overhead on 32-key tiles"),
-    "rope3d": ("the kernel runs at the copy bandwidth measured in the same group (100% copy): no kernel can beat a "
-               "memcpy of its bytes, so the 20x needs an eager baseline slower than this run's"),
+                              "same kernel with a preallocated out=, is about twice as fast); the rest is per-row "
+                              "softmax and brgemm call overhead on 32-key tiles"),
+    "rope3d": ("the copy of the same 21 MB stays in cache: the gather of the three cos/sin tables per token and the "
+               "pairwise rotation in fp32 cost more than a cached copy (met in some quiet runs, missed in others)"),
+    "quantize_fp8": ("two passes per (token, head) row (amax, then scale and round) and a saturating e4m3 conversion "
+                     "in integer math (no native fp8 conversion on this CPU)"),
     "dequantize_fp8": ("the fp8 -> bf16 path is the bit-exact integer conversion shared with the CUDA code; not "
-                       "vectorised further yet (quantize, with AVX-512 forms, reaches the target)"),
+                       "vectorised further yet (quantize, with AVX-512 forms, is 3x faster per byte)"),
     "convkv_cache_update": ("the FP8 path's per-element convert + dequantise (integer bit math of numeric.h) does not "
                             "vectorise on the CPU"),
 }

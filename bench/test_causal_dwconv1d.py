@@ -13,7 +13,7 @@ CASES = [(4, 1), (5, 5)]  # (width, stride)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"W{c[0]}s{c[1]}")
-@pytest.mark.parametrize("provider", ["eager_conv1d", "cpu", "copy"])
+@pytest.mark.parametrize("provider", ["eager_conv1d", "torch_backend", "cpu", "copy"])
 def test_causal_dwconv1d(benchmark, provider, case):
     W, stride = case
     dtype, B, C, L = torch.bfloat16, 1, 1024, 4096
@@ -25,6 +25,8 @@ def test_causal_dwconv1d(benchmark, provider, case):
             lk.causal_dwconv1d(x, w, b, stride=stride, activation="silu", backend="cpu").float(),
             reference.causal_dwconv1d_ref(x, w, b, stride=stride, activation="silu").float(), rtol=2e-2, atol=2e-2)
         fn, role = (lambda: lk.causal_dwconv1d(x, w, b, stride=stride, activation="silu", backend="cpu")), "kernel"
+    elif provider == "torch_backend":   # what backend="auto" would run without the compiled kernel (fp32 reference)
+        fn, role = (lambda: lk.causal_dwconv1d(x, w, b, stride=stride, activation="silu", backend="torch")), "baseline"
     elif provider == "eager_conv1d":
         wd, bd = w.to(dtype)[:, None, :], b.to(dtype)
         fn, role = (lambda: F.silu(F.conv1d(x, wd, bd, stride=stride, padding=W - 1, groups=C)[..., : (L + stride - 1) // stride])), "baseline"

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import liveact_kernels as lk
 from liveact_kernels import reference
+from liveact_kernels.testing import assert_fp8_close
 from _harness import copy_fn, run
 
 H, DH = 40, 128
@@ -82,7 +83,14 @@ def test_convkv_cache_update(benchmark, provider, cache):
         r = [t.clone() if t is not None else None for t in (ck, cv, ks, vs)]
         lk.convkv_cache_update(a[0], a[1], nk, nv, w, frame_len=fl, k_scale=a[2], v_scale=a[3], backend="cpu")
         reference.convkv_cache_update_ref(r[0], r[1], nk, nv, w, frame_len=fl, k_scale=r[2], v_scale=r[3])
-        torch.testing.assert_close(a[0].float(), r[0].float(), rtol=0.07, atol=0.07)
+        # compressed slots can land one e4m3 step apart (12.5% of the value: the fp32 sums differ in their last
+        # bits and sit on a rounding boundary; measured 5 of 18.4M codes): compare dequantised, with the FP8 gates
+        # that tests/test_convkv.py applies, and the bf16 cache with bf16's tolerance
+        deq = (lambda t, sc: t.float() * sc) if cache == "fp8" else (lambda t, sc: t.float())  # noqa: E731
+        if cache == "fp8":
+            assert_fp8_close(deq(a[0], a[2]), deq(r[0], r[2]))
+        else:
+            torch.testing.assert_close(a[0].float(), r[0].float(), rtol=1.6e-2, atol=1e-5)
         # steady state repeats the same update on the same buffers: its cost does not depend on the values
         fn, role = (lambda: lk.convkv_cache_update(ck, cv, nk, nv, w, frame_len=fl, k_scale=ks, v_scale=vs,
                                                    backend="cpu")), "kernel"

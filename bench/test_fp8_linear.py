@@ -20,7 +20,7 @@ def _sid(s):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=_sid)
-@pytest.mark.parametrize("provider", ["bf16_linear", "eager_dequant_matmul", "cpu"])
+@pytest.mark.parametrize("provider", ["bf16_linear", "eager_dequant_matmul", "torch_backend", "cpu"])
 def test_fp8_linear(benchmark, provider, shape):
     M, K, N = shape
     x = torch.randn(M, K).to(DTYPE)
@@ -33,6 +33,8 @@ def test_fp8_linear(benchmark, provider, shape):
         assert_fp8_close(got, F.linear(x.float(), w.float(), b.float()))
         torch.testing.assert_close(got, reference.fp8_linear_ref(x, wq, ws, b), rtol=1.6e-2, atol=1e-3)
         fn, role = (lambda: lk.fp8_linear(x, wq, ws, b, backend="cpu")), "kernel"
+    elif provider == "torch_backend":   # what backend="auto" would run without the compiled kernel (reference)
+        fn, role = (lambda: lk.fp8_linear(x, wq, ws, b, backend="torch")), "baseline"
     elif provider == "bf16_linear":
         fn, role = (lambda: F.linear(x, w, b)), "baseline"
     else:  # what a framework without an FP8 GEMM does: quantise x, dequantise both to bf16, bf16 matmul
