@@ -160,3 +160,19 @@ def test_causal_dwconv1d_bad_input():
         lk.causal_dwconv1d(x, torch.randn(3, 3), activation="gelu")
     with pytest.raises(ValueError, match=r"causal_dwconv1d_update: conv_state must have shape \(1, 3, >=2\)"):
         lk.causal_dwconv1d_update(x[..., 0], torch.zeros(1, 3, 1), torch.randn(3, 3))
+
+
+def test_silu_exp_polynomial_range_and_specials():
+    # the CPU kernels' SiLU uses a vectorisable exp (csrc/conv1d/conv1d_math.h: Cody-Waite + degree-6 polynomial,
+    # input clamped to [-87.3, 88.7]): fp32 relative error against the fp64 reference over [-100, 100] and the
+    # special values (NaN, ±inf, ±1e30, the clamp edges) placed exactly like the reference's
+    v = torch.cat([torch.linspace(-100, 100, 20001),
+                   torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 87.3, -87.3, 88.7, -88.7])])
+    x = v.view(1, 1, -1)
+    got = lk.causal_dwconv1d(x, torch.ones(1, 1), activation="silu", backend="cpu")
+    want = reference.causal_dwconv1d_ref(x.double(), torch.ones(1, 1, dtype=torch.float64), activation="silu")
+    assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.equal(torch.isinf(got), torch.isinf(want))
+    fin = torch.isfinite(want)
+    rel = ((got.double() - want).abs() / want.abs().clamp_min(1e-30))[fin]
+    # measured 3.7e-7 (about 3 ulp of fp32: the polynomial and the division)
+    assert rel.max().item() < 1e-6, rel.max().item()

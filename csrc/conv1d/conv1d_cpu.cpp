@@ -40,7 +40,11 @@ void dwconv_rows(const T* x, int64_t sxB, int64_t sxC, const T* init, const floa
         }
       }
       T* o = out + r * Lo;
-      for (int64_t t = 0; t < Lo; ++t) o[t] = from_float<T>(dwconv_activation(acc[t], silu));
+      if (silu) {  // a separate pass that vectorises (dwconv_expf has no libm call)
+#pragma omp simd
+        for (int64_t t = 0; t < Lo; ++t) acc[t] = dwconv_activation(acc[t], true);
+      }
+      for (int64_t t = 0; t < Lo; ++t) o[t] = from_float<T>(acc[t]);
       if (fin) {
         T* f = fin + r * (W - 1);
         for (int64_t i = 0; i < W - 1; ++i) f[i] = from_float<T>(xp[L + i]);  // exact: values came from T
