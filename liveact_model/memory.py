@@ -404,7 +404,7 @@ class ConvKVMemory:
             VSc = self._vs[step][layer] if self.fp8 else None
             nk = k if self.fp8 else k.to(self.dtype)
             nv = v if self.fp8 else v.to(self.dtype)
-            ops.convkv_cache_update(Kc, Vc, nk.contiguous(), nv.to(nk.dtype).contiguous(), weight_k,
+            ops.convkv_cache_update(Kc, Vc, nk.contiguous(), nv.contiguous(), weight_k,
                                     weight_v if self.use_v_proj else None, k_scale=KSc, v_scale=VSc,
                                     **self._update_kwargs(block_index, be))
             K, V, KS, VS = Kc, Vc, KSc, VSc

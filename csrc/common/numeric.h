@@ -30,6 +30,32 @@ LIVEACT_HD float u32_as_float(uint32_t u) {
 #endif
 }
 
+#if !LIVEACT_ON_DEVICE
+// exp(x) for the CPU kernels without a libm call, so that `#pragma omp simd` loops vectorise (glibc's vector expf
+// needs -ffast-math; attention_cpu.cpp keeps its own AVX-512 form for x <= 0): Cody-Waite reduction
+// x = n·ln2 + r with n rounded to nearest, a degree-6 polynomial for e^r (the Cephes expf coefficients, about
+// 1 ulp), and 2^n built in the exponent bits. NaN propagates. The input is clamped to [-87.3, 88.7]: below, the
+// result stays a normal float (never a denormal or 0); above 88.38, 2^n = 2^128 is built as +inf, so exp
+// overflows to inf there (libm's overflows at 88.72) and silu(-x) of a huge x is -0, -inf gives NaN, as with libm.
+inline float cpu_expf(float x) {
+  const bool nan = x != x;
+  float xs = nan ? 0.f : (x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x));
+  // n = round(x / ln2) by the 1.5·2^23 trick (std::floor does not vectorise without -fno-trapping-math)
+  const float n = (xs * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xs - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const float scale = u32_as_float(uint32_t(int32_t(n) + 127) << 23);   // 2^n, n in [-126, 128] (128: +inf)
+  return nan ? x : y * scale;
+}
+#endif
+
 // cond ? a : b written with masks: gcc if-converts plain ?: on integers into branches in some of these
 // functions, which stops `#pragma omp simd` loops from vectorising ("control flow in loop").
 LIVEACT_HD uint32_t select_u32(bool cond, uint32_t a, uint32_t b) {
